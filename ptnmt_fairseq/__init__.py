@@ -1,0 +1,11 @@
+"""ptnmt_fairseq: pre-training methods for NMT and speech translation as a fairseq plugin.
+
+Loaded by ``fairseq-train --user-dir ptnmt_fairseq``. Importing the package first applies the
+compatibility fixes (``common/compat.py``), then imports every method folder so that their
+tasks, models, architectures and criterions register with fairseq.
+"""
+from ptnmt_fairseq.common import compat
+
+compat.apply()
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Pieces shared by every method: compatibility layer, pretrained-model loading, data helpers."""

@@ -1,0 +1,298 @@
+"""The one place that knows the version quirks of fairseq 0.12 on Python 3.11 / torch 2.9.
+
+``apply()`` is called once by ``ptnmt_fairseq/__init__.py`` (that is, when fairseq imports
+``--user-dir ptnmt_fairseq``). Every fix is idempotent, logged once, and has a regression test
+in ``tests/test_compat.py`` that fails without it.
+
+Fixes
+-----
+1. ``weights_only`` (torch >= 2.6 loads with ``weights_only=True``): fairseq checkpoints pickle
+   ``argparse.Namespace``, omegaconf containers, numpy scalars/arrays (BLEU meters) and, during a
+   distributed resume, ``fairseq.distributed.utils._TensorPlaceholder``. We *allow-list exactly
+   these globals* instead of turning ``weights_only`` off, so a pickle that smuggles in
+   ``os.system`` or any other callable is still refused. Trust model: see README.
+2. torchaudio 2.9 has no ``sox_effects``; fairseq's ``convert_waveform`` imports it for every
+   raw-audio read. We resample with ``torchaudio.functional.resample`` instead.
+3. ``torchrun`` on CPU: fairseq computes ``rank % torch.cuda.device_count()`` (ZeroDivisionError)
+   and, because the default world size is the GPU count, ignores ``WORLD_SIZE``.
+4. An explicit ``--distributed-init-method`` on CPU without ``--distributed-no-spawn`` spawns
+   ``min(cuda_count, world_size) == 0`` workers and exits 0 having trained nothing: we raise.
+5. numpy >= 1.24 removed ``np.float``/``np.int``, still used by fairseq's ``DynamicCRF`` and
+   ``compute_mask_indices(no_overlap=True)``. (The latter also calls ``Generator.randint``, which
+   does not exist, so ``--no-mask-overlap`` stays broken upstream; see README known issues.)
+6. Atomic checkpoints: fairseq writes the first checkpoint atomically (``.tmp`` + rename) but
+   *copies* it to ``checkpoint_last.pt`` / ``checkpoint_best.pt`` with a plain
+   ``shutil.copyfile``; a kill during that copy leaves a truncated ``checkpoint_last.pt`` and
+   ``--restore-file`` then fails. We copy to a temporary file and ``os.replace`` it.
+7. Dropped sentences: the 0.12.3 snapshot's ``data_utils.batch_by_size`` discards the last batch
+   when its size is not a multiple of ``--required-batch-size-multiple`` (default 8). So
+   ``fairseq-generate`` silently translates and scores 8 of 10 test sentences, and training and
+   validation lose up to 7 sentences per epoch. We put that last batch back.
+"""
+import argparse
+import collections
+import logging
+import os
+import shutil
+import typing
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+_APPLIED = set()
+
+
+def _once(name):
+    """Decorator: run a patch once per process and log that it was applied."""
+
+    def wrap(fn):
+        def run():
+            if name in _APPLIED:
+                return False
+            fn()
+            _APPLIED.add(name)
+            logger.info("ptnmt_fairseq.compat: applied %s", name)
+            return True
+
+        run.__name__ = fn.__name__
+        run.patch_name = name
+        return run
+
+    return wrap
+
+
+# --------------------------------------------------------------------------------------------
+# 1. weights_only allow-list
+# --------------------------------------------------------------------------------------------
+def fairseq_checkpoint_globals():
+    """The globals that real fairseq checkpoints contain (and nothing callable beyond them).
+
+    Listed from checkpoints written by ``fairseq-train`` (legacy ``--arch`` -> Namespace),
+    ``--eval-bleu`` (numpy counts in the meters) and a two-rank gloo resume (omegaconf nodes and
+    ``_TensorPlaceholder`` sent by ``_broadcast_object_slow``).
+    """
+    from omegaconf import DictConfig, ListConfig
+    from omegaconf.base import ContainerMetadata, Metadata
+    from omegaconf.nodes import AnyNode
+
+    from fairseq.distributed.utils import _TensorPlaceholder
+
+    entries = [
+        argparse.Namespace,
+        collections.defaultdict,
+        collections.OrderedDict,
+        dict,
+        list,
+        int,
+        float,
+        typing.Any,
+        DictConfig,
+        ListConfig,
+        ContainerMetadata,
+        Metadata,
+        AnyNode,
+        _TensorPlaceholder,
+        np.ndarray,
+        np.dtype,
+    ]
+    # numpy scalar dtypes (np.int64 counts) pickle as their dtype class, e.g. dtypes.Int64DType.
+    entries += [type(np.dtype(t)) for t in ("int64", "int32", "float64", "float32", "bool")]
+    # numpy < 2 writes numpy.core.multiarray._reconstruct, numpy 2 writes numpy._core...; accept
+    # both names so checkpoints written on either side load (pytorch/pytorch#142153).
+    from numpy._core.multiarray import _reconstruct, scalar
+
+    entries += [
+        (_reconstruct, "numpy.core.multiarray._reconstruct"),
+        (_reconstruct, "numpy._core.multiarray._reconstruct"),
+        (scalar, "numpy.core.multiarray.scalar"),
+        (scalar, "numpy._core.multiarray.scalar"),
+    ]
+    return entries
+
+
+@_once("weights_only allow-list for fairseq checkpoints")
+def allow_fairseq_checkpoint_globals():
+    torch.serialization.add_safe_globals(fairseq_checkpoint_globals())
+
+
+# --------------------------------------------------------------------------------------------
+# 2. resampling without sox_effects
+# --------------------------------------------------------------------------------------------
+def convert_waveform(
+    waveform, sample_rate, normalize_volume=False, to_mono=False, to_sample_rate=None
+):
+    """Drop-in for ``fairseq.data.audio.audio_utils.convert_waveform`` without sox.
+
+    Same contract: 2-D (channels x length) numpy array or tensor in, same type out, plus the new
+    sample rate. Resampling is ``torchaudio.functional.resample`` (windowed sinc), volume
+    normalisation is peak normalisation to 0 dBFS (what sox ``gain -n`` does).
+    """
+    import torchaudio.functional as AF
+
+    is_np_input = isinstance(waveform, np.ndarray)
+    wav = torch.from_numpy(waveform) if is_np_input else waveform
+    wav = wav.float()
+    if to_mono and wav.shape[0] > 1:
+        wav = wav.mean(dim=0, keepdim=True)
+    if to_sample_rate is not None and int(to_sample_rate) != int(sample_rate):
+        wav = AF.resample(wav, int(sample_rate), int(to_sample_rate))
+        sample_rate = int(to_sample_rate)
+    if normalize_volume:
+        peak = wav.abs().max()
+        if peak > 0:
+            wav = wav / peak
+    return (wav.numpy() if is_np_input else wav), sample_rate
+
+
+@_once("convert_waveform via torchaudio.functional.resample (no sox_effects)")
+def replace_sox_convert_waveform():
+    from fairseq.data.audio import audio_utils
+
+    audio_utils.convert_waveform = convert_waveform
+    try:  # the hub interface imported it under another name
+        from fairseq.models.speech_to_text import hub_interface
+
+        hub_interface.convert_wav = convert_waveform
+    except ImportError:  # pragma: no cover - optional module
+        pass
+
+
+# --------------------------------------------------------------------------------------------
+# 3./4. CPU distributed launch
+# --------------------------------------------------------------------------------------------
+@_once("torchrun/explicit-rank launch on CPU")
+def fix_cpu_distributed_launch():
+    from fairseq.distributed import utils as dist_utils
+
+    original_launch_init = dist_utils._infer_torch_distributed_launch_init
+    original_infer = dist_utils.infer_init_method
+    original_call_main = dist_utils.call_main
+
+    def _infer_torch_distributed_launch_init(cfg):
+        if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+            return original_launch_init(cfg)
+        cfg.distributed_init_method = "env://"
+        cfg.distributed_world_size = int(os.environ["WORLD_SIZE"])
+        cfg.distributed_rank = int(os.environ["RANK"])
+        cfg.device_id = 0  # no GPU to pick: every CPU rank uses "device" 0
+        cfg.distributed_no_spawn = True
+
+    def infer_init_method(cfg, force_distributed=False):
+        # On CPU the default world size is 1, so fairseq returns before reading torchrun's env.
+        launched = all(k in os.environ for k in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK"))
+        if launched and cfg.distributed_world_size == 1 and int(os.environ["WORLD_SIZE"]) > 1:
+            cfg.distributed_world_size = int(os.environ["WORLD_SIZE"])
+        return original_infer(cfg, force_distributed)
+
+    def call_main(cfg, main, **kwargs):
+        dt = cfg.distributed_training
+        if (
+            dt.distributed_init_method is not None
+            and not dt.distributed_no_spawn
+            and dt.distributed_world_size > 1
+            and not (torch.cuda.is_available() and torch.cuda.device_count() > 0)
+        ):
+            raise ValueError(
+                f"--distributed-init-method {dt.distributed_init_method} with world size "
+                f"{dt.distributed_world_size} on CPU would spawn 0 workers and train nothing. "
+                "Start one process per rank with --distributed-no-spawn --distributed-rank R "
+                "--distributed-backend gloo --ddp-backend legacy_ddp (see README, Distributed)."
+            )
+        return original_call_main(cfg, main, **kwargs)
+
+    dist_utils._infer_torch_distributed_launch_init = _infer_torch_distributed_launch_init
+    dist_utils.infer_init_method = infer_init_method
+    dist_utils.call_main = call_main
+    # fairseq_cli.train/generate bind ``distributed_utils`` as a module, so they see the patch.
+
+
+# --------------------------------------------------------------------------------------------
+# 5. numpy aliases
+# --------------------------------------------------------------------------------------------
+@_once("numpy np.float/np.int aliases used by fairseq")
+def restore_numpy_aliases():
+    # fairseq 0.12 (and both forks) still call np.int / np.float (fs#4945). They were exact
+    # aliases of the builtins, so restoring them changes no numerics.
+    for name, value in (("float", float), ("int", int)):
+        if name not in np.__dict__:
+            setattr(np, name, value)
+
+
+# --------------------------------------------------------------------------------------------
+# 6. atomic checkpoint copies
+# --------------------------------------------------------------------------------------------
+def atomic_copyfile(src_path, dst_path):
+    """Copy so that ``dst_path`` is either the old file or the complete new one, never half."""
+    tmp_path = f"{dst_path}.tmp{os.getpid()}"
+    try:
+        shutil.copyfile(src_path, tmp_path)
+        os.replace(tmp_path, dst_path)
+    finally:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+    return True
+
+
+@_once("atomic checkpoint_last/best copies")
+def make_checkpoint_copies_atomic():
+    from fairseq.file_io import PathManager
+
+    original_copy = PathManager.copy
+
+    def copy(src_path, dst_path, overwrite=False):
+        if PathManager.path_requires_pathmanager(dst_path):  # remote store: leave to iopath
+            return original_copy(src_path, dst_path, overwrite=overwrite)
+        if os.path.exists(dst_path) and not overwrite:
+            raise FileExistsError(dst_path)
+        return atomic_copyfile(src_path, dst_path)
+
+    PathManager.copy = staticmethod(copy)
+
+
+# --------------------------------------------------------------------------------------------
+# 7. keep the remainder batch
+# --------------------------------------------------------------------------------------------
+@_once("batch_by_size keeps the last, smaller batch (no silently dropped sentences)")
+def keep_remainder_batch():
+    from fairseq.data import data_utils
+
+    original_batch_by_size = data_utils.batch_by_size
+
+    def batch_by_size(indices, num_tokens_fn, num_tokens_vec=None, max_tokens=None,
+                      max_sentences=None, required_batch_size_multiple=1, fixed_shapes=None):
+        batches = original_batch_by_size(
+            indices, num_tokens_fn, num_tokens_vec=num_tokens_vec, max_tokens=max_tokens,
+            max_sentences=max_sentences,
+            required_batch_size_multiple=required_batch_size_multiple, fixed_shapes=fixed_shapes,
+        )
+        # Batches are consecutive slices of ``indices``, so what was dropped is the tail.
+        covered = sum(len(b) for b in batches)
+        if fixed_shapes is None and covered < len(indices):
+            batches = list(batches) + [np.asarray(indices[covered:], dtype=np.int64)]
+        return batches
+
+    data_utils.batch_by_size = batch_by_size
+
+
+PATCHES = (
+    allow_fairseq_checkpoint_globals,
+    replace_sox_convert_waveform,
+    fix_cpu_distributed_launch,
+    restore_numpy_aliases,
+    make_checkpoint_copies_atomic,
+    keep_remainder_batch,
+)
+
+
+def apply():
+    """Apply every fix (idempotent). Returns the names of the fixes applied by this call."""
+    return [p.patch_name for p in PATCHES if p()]
+
+
+def encoder_states(encoder_out):
+    """T x B x C encoder output: a dict of lists in fairseq 0.12, a NamedTuple in 0.10."""
+    if isinstance(encoder_out, dict):
+        return encoder_out["encoder_out"][0]
+    return encoder_out.encoder_out
