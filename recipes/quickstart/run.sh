@@ -17,7 +17,7 @@ work="${1:-$repo/work/quickstart}"
 python="${PYTHON:-$repo/.venv/bin/python}"
 bin="$(dirname "$python")"
 bert="${BERT:-all-MiniLM-L6-v2}"
-max_update="${MAX_UPDATE:-250}"
+max_update="${MAX_UPDATE:-450}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 mkdir -p "$work"
 
@@ -52,18 +52,18 @@ dim=$(head -n 1 "$work/bert_embeddings.txt" | cut -d' ' -f2)
     --encoder-ffn-embed-dim 768 --decoder-ffn-embed-dim 768 \
     --encoder-attention-heads 6 --decoder-attention-heads 6 \
     --share-all-embeddings --encoder-embed-path "$work/bert_embeddings.txt" \
-    --dropout 0.1 --optimizer adam --adam-betas '(0.9,0.98)' --lr 2e-3 \
-    --lr-scheduler inverse_sqrt --warmup-updates 150 \
+    --dropout 0.1 --optimizer adam --adam-betas '(0.9,0.98)' --lr 1.5e-3 \
+    --lr-scheduler inverse_sqrt --warmup-updates 200 \
     --criterion label_smoothed_cross_entropy --label-smoothing 0.1 \
-    --max-tokens 4096 --max-update "$max_update" --save-dir "$work/checkpoints" \
+    --max-tokens 2048 --max-update "$max_update" --save-dir "$work/checkpoints" \
     --no-epoch-checkpoints --disable-validation --no-progress-bar --log-interval 50 \
     --seed 1 2>&1 | grep -E "train_inner|done training|num. shared|model params" || true
 [ -f "$work/checkpoints/checkpoint_last.pt" ] || { echo "training failed: no checkpoint" >&2; exit 1; }
 
 echo "== 5. fairseq-generate + BLEU"
 "$bin/fairseq-generate" "$work/bin" --user-dir "$repo/ptnmt_fairseq" --cpu \
-    --path "$work/checkpoints/checkpoint_last.pt" --gen-subset test --beam 4 --batch-size 64 \
+    --path "$work/checkpoints/checkpoint_last.pt" --gen-subset test --beam 4 --batch-size 64 --max-len-a 1.5 --max-len-b 5 \
     > "$work/generate.test.txt" 2> "$work/generate.log"
 echo "test sentences: $(grep -c '^H-' "$work/generate.test.txt")"
 echo -n "en->de quickstart, tokenised lowercased "
-"$python" -m ptnmt_fairseq.common.scoring "$work/generate.test.txt" --subword wordpiece
+"$python" -m ptnmt_fairseq.common.scoring "$work/generate.test.txt" --subword wordpiece 2>/dev/null

@@ -1,0 +1,54 @@
+"""Shared helpers: BERT resolution/loading and generate-output scoring."""
+import pytest
+
+from ptnmt_fairseq.common import pretrained, scoring
+
+
+def test_packaged_minilm_resolves_and_loads_offline():
+    path = pretrained.resolve_bert("all-MiniLM-L6-v2")
+    assert path.endswith("model")
+    tokenizer = pretrained.load_bert_tokenizer("all-MiniLM-L6-v2")
+    assert tokenizer.tokenize("unaffable") == ["una", "##ffa", "##ble"]
+    vocab = pretrained.bert_vocab_file("all-MiniLM-L6-v2").read_text().splitlines()
+    assert len(vocab) == 30522 and vocab[103] == "[MASK]"
+
+
+def test_missing_local_bert_names_the_option(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"--source-bert .*no such directory"):
+        pretrained.resolve_bert(str(tmp_path / "nope"), option="--source-bert")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        pretrained.resolve_bert(str(tmp_path / "empty"))
+
+
+def test_uncached_hub_name_fails_offline_with_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="--target-bert bert-not-in-cache-xyz"):
+        pretrained.load_bert_tokenizer("bert-not-in-cache-xyz", option="--target-bert")
+
+
+GENERATE_OUTPUT = """S-1\tb
+T-1\tthe cat sat
+H-1\t-0.5\tthe cat sat
+S-0\ta
+T-0\tplay ##ing games
+H-0\t-0.1\tplay ##ing game
+"""
+
+
+def test_read_generate_output_orders_by_id():
+    hyps, refs = scoring.read_generate_output(GENERATE_OUTPUT)
+    assert refs == ["play ##ing games", "the cat sat"]
+    assert hyps == ["play ##ing game", "the cat sat"]
+
+
+def test_wordpiece_join_and_wer_by_hand():
+    assert scoring.join_subwords("play ##ing game ##s", "wordpiece") == "playing games"
+    # "playing game" vs "playing games": 1 substitution; "the cat sat" exact: 1 / 5 words
+    assert scoring.score(GENERATE_OUTPUT, "wordpiece", "wer") == pytest.approx(20.0)
+    assert scoring.word_error_rate(["a x c d"], ["a b c"]) == pytest.approx(200 / 3)
+
+
+def test_partial_output_is_refused():
+    with pytest.raises(ValueError, match=r"ids \[2\]"):
+        scoring.read_generate_output(GENERATE_OUTPUT + "T-2\tlost\n")
