@@ -9,3 +9,6 @@ from ptnmt_fairseq.common import compat
 compat.apply()
 
 __version__ = "0.1.0"
+
+from ptnmt_fairseq.common import bert_tasks  # noqa: E402,F401  (registers translation_bert)
+from ptnmt_fairseq import abnet  # noqa: E402,F401

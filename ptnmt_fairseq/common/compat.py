@@ -31,6 +31,7 @@ Fixes
 """
 import argparse
 import collections
+import contextlib
 import logging
 import os
 import shutil
@@ -312,6 +313,24 @@ def run_bert_layer(layer, hidden_states, attention_mask):
     """One HuggingFace ``BertLayer``: transformers 5 returns a tensor, 4.x a tuple."""
     out = layer(hidden_states, attention_mask=attention_mask)
     return out[0] if isinstance(out, tuple) else out
+
+
+@contextlib.contextmanager
+def language_pair_dataset_class(dataset_class):
+    """Make ``fairseq.tasks.translation.load_langpair_dataset`` build ``dataset_class``.
+
+    fairseq 0.12 has no hook for the dataset class and asserts that source and target share
+    pad/eos/unk ids, which two BERT vocabularies do not. Scoped to one call, so nothing else
+    sees the swap.
+    """
+    from fairseq.tasks import translation
+
+    original = translation.LanguagePairDataset
+    translation.LanguagePairDataset = dataset_class
+    try:
+        yield
+    finally:
+        translation.LanguagePairDataset = original
 
 
 def encoder_states(encoder_out):

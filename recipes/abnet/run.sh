@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# AB-Net pipeline (Guo et al., NeurIPS 2020): prepare -> [distil] -> train -> generate -> BLEU.
+#
+# Usage: recipes/abnet/run.sh WORKDIR [SYSTEM...]
+#   SYSTEM: abnet (default), abnet_fb, abnet_enc, abnet_enc_cmlm, cmlm (fairseq's Mask-Predict
+#           baseline, cmlm_transformer), transformer (autoregressive baseline)
+#
+# Environment (CPU-sized defaults run on the gettext de-en corpus with the packaged MiniLM):
+#   SRC=de TGT=en                 direction (the gettext corpus is English-centric)
+#   SRC_BERT, TGT_BERT            HF BERT names/dirs (default all-MiniLM-L6-v2 on both sides)
+#   MAX_TRAIN=N                   cap training pairs (default: all)
+#   MAX_UPDATE=N  MAX_TOKENS=N    training budget per system (default 600, 2048)
+#   DISTILL=1                     sequence-level KD: an AR teacher (abnet_enc) re-writes the
+#                                 training targets with fairseq-generate, students train on them
+#   ARCH_SIZE=tiny|iwslt|base     AB-Net preset (default tiny; see README for the paper's sizes)
+#
+# Paper settings (Sec. 4.1 and the authors' README), for GPUs:
+#   IWSLT14 De-En: SRC_BERT=bert-base-german-cased TGT_BERT=bert-base-uncased ARCH_SIZE=iwslt
+#     (d_Aenc 512), Adam (0.9, 0.98), lr 5e-4, inverse_sqrt, warmup 4000, label smoothing 0.1,
+#     ~4096 tokens/update, 200k updates; decode --iter-decode-max-iter 9 (T=10 passes)
+#     --iter-decode-with-beam 4 (B=4), average the last 10 checkpoints.
+#   WMT14 En-De: bert-base-cased / bert-base-german-cased, ARCH_SIZE=base (d_Aenc 2048),
+#     2048 tokens x 2 x 8 GPUs, 500k updates, DISTILL=1.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+[ "$#" -ge 1 ] || { sed -n 2,24p "$0" >&2; exit 2; }
+work="$1"; shift
+systems=("${@:-abnet}")
+python="${PYTHON:-$repo/.venv/bin/python}"
+bin="$(dirname "$python")"
+src="${SRC:-de}"; tgt="${TGT:-en}"
+src_bert="${SRC_BERT:-all-MiniLM-L6-v2}"; tgt_bert="${TGT_BERT:-all-MiniLM-L6-v2}"
+size="${ARCH_SIZE:-tiny}"
+max_update="${MAX_UPDATE:-600}"; max_tokens="${MAX_TOKENS:-2048}"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+plugin="$repo/ptnmt_fairseq"
+lang_other=$([ "$src" = en ] && echo "$tgt" || echo "$src")
+mkdir -p "$work"
+
+prepare() {
+    [ -f "$work/raw/test.en-$lang_other.en" ] || \
+        MAX_TRAIN="${MAX_TRAIN:-}" PYTHON="$python" bash "$repo/examples/data/prepare_gettext.sh" "$work/raw" "$lang_other"
+    # gettext names files by the English-centric pair; give them the direction's names.
+    mkdir -p "$work/pair"
+    for split in train valid test; do
+        for lang in "$src" "$tgt"; do
+            ln -sf "$work/raw/$split.en-$lang_other.$lang" "$work/pair/$split.$src-$tgt.$lang"
+        done
+    done
+    # BERT ids, for AB-Net and AB-Net-Enc
+    [ -f "$work/bert-bin/train.$src-$tgt.$src.bin" ] || \
+        PYTHON="$python" bash "$repo/examples/data/bert_binarize.sh" "$work/pair" "$src-$tgt" "$src" "$tgt" \
+            "$src_bert" "$tgt_bert" "$work/bert-bin"
+    # The same WordPiece text with fairseq's own joined dictionary, for fairseq's baselines
+    [ -f "$work/fairseq-bin/train.$src-$tgt.$src.bin" ] || \
+        "$bin/fairseq-preprocess" --source-lang "$src" --target-lang "$tgt" --joined-dictionary \
+            --trainpref "$work/bert-bin/tok/train" --validpref "$work/bert-bin/tok/valid" \
+            --testpref "$work/bert-bin/tok/test" --destdir "$work/fairseq-bin" --workers 2 >/dev/null
+}
+
+common_train=(--cpu --user-dir "$plugin" --optimizer adam --adam-betas '(0.9,0.98)'
+    --lr-scheduler inverse_sqrt --warmup-updates 200 --max-tokens "$max_tokens"
+    --max-update "$max_update" --no-epoch-checkpoints --no-progress-bar --log-interval 50
+    --seed 1 --fixed-validation-seed 7 --num-workers 0)
+
+train_system() {  # SYSTEM DATA_DIR SAVE_DIR
+    local system="$1" data="$2" save="$3"
+    local abnet_arch="abnet_$size"; [ "$size" = base ] && abnet_arch=abnet
+    local enc_arch="abnet_enc_tiny"; [ "$size" != tiny ] && enc_arch=abnet_enc
+    local args
+    case "$system" in
+        abnet|abnet_fb)
+            args=(--task translation_abnet --arch "$abnet_arch" --source-bert "$src_bert" --target-bert "$tgt_bert"
+                  --criterion nat_loss --label-smoothing 0.1 --lr 5e-4)
+            [ "$system" = abnet_fb ] && args+=(--finetune-bert) ;;
+        abnet_enc)
+            args=(--task translation_bert --arch "$enc_arch" --source-bert "$src_bert"
+                  --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --lr 1e-3) ;;
+        abnet_enc_cmlm)
+            args=(--task translation_abnet --arch "abnet_enc_cmlm_tiny" --source-bert "$src_bert"
+                  --criterion nat_loss --label-smoothing 0.1 --lr 1e-3) ;;
+        cmlm)  # fairseq's own Mask-Predict, unchanged
+            args=(--task translation_lev --noise random_mask --arch cmlm_transformer --criterion nat_loss
+                  --label-smoothing 0.1 --lr 1e-3 --encoder-layers 3 --decoder-layers 3
+                  --encoder-embed-dim 256 --decoder-embed-dim 256 --encoder-ffn-embed-dim 1024
+                  --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4
+                  --apply-bert-init) ;;
+        transformer)
+            args=(--task translation --arch transformer --criterion label_smoothed_cross_entropy
+                  --label-smoothing 0.1 --lr 1e-3 --share-all-embeddings --encoder-layers 3 --decoder-layers 3
+                  --encoder-embed-dim 256 --decoder-embed-dim 256 --encoder-ffn-embed-dim 1024
+                  --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4) ;;
+        *) echo "unknown system $system" >&2; exit 2 ;;
+    esac
+    "$bin/fairseq-train" "$data" "${common_train[@]}" "${args[@]}" --save-dir "$save" \
+        ${TRAIN_EXTRA:-} 2>&1 | grep -E "trainable parameters|train_inner|done training|Error" || true
+    [ -f "$save/checkpoint_last.pt" ] || { echo "$system: training failed" >&2; exit 1; }
+}
+
+generate_args() {  # SYSTEM -> task + decoding options
+    case "$1" in
+        abnet|abnet_fb|abnet_enc_cmlm) echo --task translation_abnet --iter-decode-max-iter 9 --iter-decode-with-beam 4 ;;
+        cmlm) echo --task translation_lev --iter-decode-max-iter 9 --iter-decode-with-beam 4 ;;
+        abnet_enc) echo --task translation_bert --beam 5 ;;
+        transformer) echo --task translation --beam 5 ;;
+    esac
+}
+
+data_for() { case "$1" in cmlm|transformer) echo "$work/fairseq-bin" ;; *) echo "$work/${DATA:-bert-bin}" ;; esac; }
+
+distill() {  # Sec. 4.1: sequence-level KD (Kim & Rush, 2016) with an AR teacher
+    [ -f "$work/distilled-bin/train.$src-$tgt.$src.bin" ] && return
+    echo "== distillation: train the AR teacher (abnet_enc), re-write the training targets"
+    train_system abnet_enc "$work/bert-bin" "$work/teacher"
+    "$bin/fairseq-generate" "$work/bert-bin" --user-dir "$plugin" --cpu --task translation_bert \
+        --path "$work/teacher/checkpoint_last.pt" --gen-subset train --beam 5 --batch-size 64 \
+        > "$work/teacher/train.gen" 2>/dev/null
+    mkdir -p "$work/distilled/tok"
+    "$python" - "$work/teacher/train.gen" "$work/distilled" "$src" "$tgt" <<'PY'
+import sys
+gen, out, src, tgt = sys.argv[1:]
+srcs, hyps = {}, {}
+for line in open(gen, encoding="utf-8"):
+    if line.startswith("S-"):
+        i, text = line.rstrip("\n").split("\t", 1); srcs[int(i[2:])] = text
+    elif line.startswith("H-"):
+        i, _, text = line.rstrip("\n").split("\t", 2); hyps[int(i[2:])] = text
+with open(f"{out}/tok/train.{src}", "w") as fs, open(f"{out}/tok/train.{tgt}", "w") as ft:
+    for i in sorted(hyps):
+        fs.write(srcs[i].replace("[CLS] ", "") + "\n"); ft.write(hyps[i] + "\n")
+PY
+    "$bin/fairseq-preprocess" --user-dir "$plugin" --task translation_abnet --source-lang "$src" --target-lang "$tgt" \
+        --trainpref "$work/distilled/tok/train" --validpref "$work/bert-bin/tok/valid" --testpref "$work/bert-bin/tok/test" \
+        --srcdict "$work/bert-bin/dict.$src.txt" --tgtdict "$work/bert-bin/dict.$tgt.txt" \
+        --destdir "$work/distilled-bin" --workers 2 >/dev/null
+}
+
+echo "== prepare: gettext $src-$tgt, WordPiece with $src_bert / $tgt_bert"
+prepare
+if [ "${DISTILL:-0}" = 1 ]; then distill; DATA=distilled-bin; fi
+for system in "${systems[@]}"; do
+    echo "== train $system"
+    train_system "$system" "$(data_for "$system")" "$work/$system"
+    echo "== generate $system"
+    # shellcheck disable=SC2046
+    "$bin/fairseq-generate" "$(data_for "$system")" --user-dir "$plugin" --cpu --gen-subset test \
+        --path "$work/$system/checkpoint_last.pt" --batch-size 32 $(generate_args "$system") \
+        > "$work/$system/test.gen" 2> "$work/$system/test.log"
+    echo -n "$system $src->$tgt test: "
+    "$python" -m ptnmt_fairseq.common.scoring "$work/$system/test.gen" --subword wordpiece 2>/dev/null
+done

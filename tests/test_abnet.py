@@ -1,0 +1,408 @@
+"""AB-Net (Guo et al., NeurIPS 2020): adapters, freezing, length token, masking, Mask-Predict
+decoding, vocabulary checks, and the CLIs end to end with two tiny BERTs of different vocabularies
+(created here) and once with the packaged MiniLM."""
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ptnmt_fairseq  # noqa: F401
+from ptnmt_fairseq.abnet.model import AbnetModel, masked_canvas
+from ptnmt_fairseq.abnet.modules import CrossAttentionAdapter, EncoderAdapter, adapter_layer_ids
+from ptnmt_fairseq.abnet.task import cmlm_random_mask
+from conftest import (
+    BASE_ENV, REPO, generate, hypotheses, make_tiny_bitext, num_updates, preprocess, run_cli,
+    run_ddp, train, train_args,
+)
+from tiny_bert import make_tiny_bert, source_vocab, target_vocab
+
+BINARIZE = str(REPO / "examples/data/bert_binarize.sh")
+
+
+# ---------------------------------------------------------------------------------------------
+# fixtures: two tiny BERTs with different vocabularies and a binarised corpus for them
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def berts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("berts")
+    source = make_tiny_bert(root / "src_bert", source_vocab(), lowercase=True, seed=1)
+    target = make_tiny_bert(root / "tgt_bert", target_vocab(), lowercase=False, seed=2)
+    return str(source), str(target)
+
+
+def binarize(raw, berts, out, task="translation_abnet", src="src", tgt="tgt"):
+    subprocess.run(["bash", BINARIZE, str(raw), f"{src}-{tgt}", src, tgt, *berts, str(out), task],
+                   check=True, env=BASE_ENV, capture_output=True, text=True)
+    return Path(out)
+
+
+@pytest.fixture(scope="module")
+def abnet_data(tmp_path_factory, berts):
+    root = tmp_path_factory.mktemp("abnet")
+    raw = make_tiny_bitext(root / "raw", n_train=120, pair="src-tgt")
+    return binarize(raw, berts, root / "bin")
+
+
+def abnet_args(berts, arch="abnet_tiny", extra=()):
+    return [
+        "--task", "translation_abnet", "--arch", arch,
+        "--source-bert", berts[0], "--target-bert", berts[1],
+        "--criterion", "nat_loss", "--label-smoothing", "0.1", "--lr", "0.002",
+        "--fixed-validation-seed", "7", *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained_abnet(abnet_data, berts, tmp_path_factory):
+    save_dir = tmp_path_factory.mktemp("abnet_ckpt")
+    out = train(abnet_data, save_dir, model_args=[], extra=abnet_args(berts, extra=[
+        "--max-update", "30"]))
+    return save_dir, out.stdout + out.stderr
+
+
+def load_trained(path):
+    from fairseq import checkpoint_utils
+
+    models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(path)])
+    return models[0], cfg, task
+
+
+# ---------------------------------------------------------------------------------------------
+# the adapter math
+# ---------------------------------------------------------------------------------------------
+def test_encoder_adapter_is_eq4_by_hand():
+    adapter = EncoderAdapter(hidden_dim=2, adapter_dim=3, dropout=0.0).eval()
+    with torch.no_grad():
+        adapter.layer_norm.weight.copy_(torch.tensor([1.0, 2.0]))
+        adapter.layer_norm.bias.copy_(torch.tensor([0.0, 1.0]))
+        adapter.w1.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]]))
+        adapter.w2.weight.copy_(torch.tensor([[1.0, 1.0, 1.0], [0.0, 2.0, -1.0]]))
+    h = torch.tensor([[[3.0, 1.0]]])
+    # LN([3, 1]) = [1, -1] (eps ~ 0) -> *[1, 2] + [0, 1] = [1, -1]
+    # Z = W1 [1, -1] = [1, -1, 2]; ReLU = [1, 0, 2]; W2 ReLU = [3, -2]; H + . = [6, -1]
+    assert torch.allclose(adapter(h), torch.tensor([[[6.0, -1.0]]]), atol=1e-5)
+    assert adapter.w1.bias is None and adapter.w2.bias is None
+
+
+def test_cross_attention_adapter_by_hand_and_ignores_padding():
+    torch.manual_seed(0)
+    adapter = CrossAttentionAdapter(hidden_dim=4, encoder_dim=6, heads=1, dropout=0.0).eval()
+    hidden = torch.randn(1, 2, 4)
+    enc = torch.randn(3, 1, 6)  # S x B x C_enc
+    pad = torch.tensor([[False, False, True]])
+    out = adapter(hidden, enc, pad)
+    att = adapter.attention
+    q = F.linear(hidden[0], att.q_proj.weight, att.q_proj.bias) * (4 ** -0.5)
+    k = F.linear(enc[:2, 0], att.k_proj.weight, att.k_proj.bias)
+    v = F.linear(enc[:2, 0], att.v_proj.weight, att.v_proj.bias)
+    context = torch.softmax(q @ k.T, -1) @ v
+    expected = F.layer_norm(hidden[0] + F.linear(context, att.out_proj.weight, att.out_proj.bias),
+                            (4,), adapter.layer_norm.weight, adapter.layer_norm.bias)
+    assert torch.allclose(out[0], expected, atol=1e-5)
+    enc2 = enc.clone()
+    enc2[2] = 100.0  # a padded encoder position must not matter
+    assert torch.allclose(adapter(hidden, enc2, pad), out, atol=1e-6)
+
+
+def test_adapter_top_k_layers():
+    assert adapter_layer_ids(6, 0) == [0, 1, 2, 3, 4, 5]
+    assert adapter_layer_ids(6, 2) == [4, 5]
+    assert adapter_layer_ids(6, 9) == [0, 1, 2, 3, 4, 5]
+
+
+# ---------------------------------------------------------------------------------------------
+# masking and the length canvas
+# ---------------------------------------------------------------------------------------------
+def test_cmlm_mask_counts_are_uniform_and_use_mask_token():
+    bos, eos, pad, mask = 3, 4, 0, 5
+    torch.manual_seed(0)
+    target = torch.tensor([[bos, 10, 11, 12, 13, eos, pad, pad]] * 4000)
+    noised = cmlm_random_mask(target, bos, eos, pad, mask)
+    counts = noised.eq(mask).sum(1)
+    assert counts.min() == 1 and counts.max() == 4  # U{1..|y|}, |y| = 4
+    freq = torch.bincount(counts, minlength=5)[1:].float() / len(counts)
+    assert torch.allclose(freq, torch.full((4,), 0.25), atol=0.03)
+    # only real tokens change, and only into [MASK] (never [UNK])
+    changed = noised.ne(target)
+    assert noised[changed].eq(mask).all()
+    assert not changed[:, [0, 5, 6, 7]].any()
+
+
+def test_masked_canvas_counts_cls_and_sep():
+    tokens = masked_canvas(torch.tensor([4, 2, 1]), bos=3, eos=4, pad=0, mask=5)
+    assert tokens.tolist() == [[3, 5, 5, 4], [3, 4, 0, 0], [3, 4, 0, 0]]
+
+
+# ---------------------------------------------------------------------------------------------
+# model behaviour on the real (CLI-trained) model
+# ---------------------------------------------------------------------------------------------
+def test_frozen_berts_are_bit_identical_and_adapters_train(trained_abnet, berts):
+    from transformers import BertForMaskedLM, BertModel
+
+    save_dir, log = trained_abnet
+    assert "AB-Net:" in log and "trainable parameters of" in log
+    model, _, _ = load_trained(save_dir / "checkpoint_last.pt")
+    x_bert = BertModel.from_pretrained(berts[0], add_pooling_layer=False)
+    y_bert = BertForMaskedLM.from_pretrained(berts[1])
+    for name, ref in x_bert.state_dict().items():
+        assert torch.equal(model.encoder.bert.bert.state_dict()[name], ref), name
+    for name, ref in y_bert.bert.state_dict().items():
+        if "pooler" not in name:
+            assert torch.equal(model.decoder.bert.bert.state_dict()[name], ref), name
+    fresh = EncoderAdapter(32, 64)
+    assert not torch.equal(model.encoder.bert.adapters["0"].layer_norm.weight,
+                           fresh.layer_norm.weight)  # LN weight starts at ones: it moved
+
+
+def test_no_gradient_reaches_bert_weights(trained_abnet):
+    model, cfg, task = load_trained(trained_abnet[0] / "checkpoint_last.pt")
+    from ptnmt_fairseq.abnet.model import freeze_berts
+
+    freeze_berts(model, finetune=False)
+    model.train()
+    task.load_dataset("valid")
+    batch = task.dataset("valid").collater([task.dataset("valid")[i] for i in range(4)])
+    criterion = task.build_criterion(cfg.criterion)
+
+    class Backward:  # fairseq's train_step calls optimizer.backward(loss)
+        @staticmethod
+        def backward(loss):
+            loss.backward()
+
+    task.train_step(batch, model, criterion, Backward(), update_num=0)
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(g is None for n, g in grads.items() if ".bert.bert." in n)
+    assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if "adapters" in n)
+    assert grads["encoder.embed_lengths.weight"].abs().sum() > 0
+
+
+def test_finetune_bert_trains_the_berts(abnet_data, berts, tmp_path):
+    from transformers import BertModel
+
+    train(abnet_data, tmp_path, model_args=[], extra=abnet_args(berts, extra=[
+        "--max-update", "2", "--finetune-bert"]))
+    model, _, _ = load_trained(tmp_path / "checkpoint_last.pt")
+    x_bert = BertModel.from_pretrained(berts[0], add_pooling_layer=False)
+    name = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(model.encoder.bert.bert.state_dict()[name], x_bert.state_dict()[name])
+
+
+def test_length_token_and_length_loss(trained_abnet):
+    model, cfg, task = load_trained(trained_abnet[0] / "checkpoint_last.pt")
+    model.eval()
+    task.load_dataset("valid")
+    batch = task.dataset("valid").collater([task.dataset("valid")[i] for i in range(3)])
+    net = batch["net_input"]
+    out = model(net["src_tokens"], net["src_lengths"], task.inject_noise(batch["target"]),
+                batch["target"])
+    length = out["length"]
+    assert length["out"].shape == (3, 256)  # abnet_tiny: 256 length classes
+    assert torch.isinf(length["out"][:, 0]).all()  # an empty target is impossible
+    assert length["tgt"].tolist() == batch["target"].ne(task.tgt_dict.pad()).sum(1).tolist()
+    assert length["factor"] == pytest.approx(0.1)
+    # nat_loss adds factor * mean NLL of the true length
+    criterion = task.build_criterion(cfg.criterion)
+    _, _, log = criterion(model, {**batch, "prev_target": task.inject_noise(batch["target"])})
+    lprobs = F.log_softmax(length["out"].float(), -1)
+    expected = -lprobs.gather(1, length["tgt"][:, None]).mean() * 0.1
+    assert log["length-loss"] == pytest.approx(float(expected) / 0.1, abs=1e-4)  # logged /factor
+    # word loss only on [MASK] positions of prev_target
+    prev = task.inject_noise(batch["target"])
+    out = model(net["src_tokens"], net["src_lengths"], prev, batch["target"])
+    assert torch.equal(out["word_ins"]["mask"], prev.eq(task.tgt_dict.mask()))
+    assert abs(float(criterion._compute_loss(length["out"], length["tgt"], factor=0.1)["loss"])
+               - float(expected)) < 1e-4
+
+
+def test_source_encodes_the_same_alone_and_padded(trained_abnet):
+    model, _, task = load_trained(trained_abnet[0] / "checkpoint_last.pt")
+    model.eval()
+    d = task.src_dict
+    sent = torch.tensor([[d.bos(), d.index("a"), d.index("b"), d.eos()]])
+    alone = model.encoder(sent)["encoder_out"][0][:, 0]
+    right = torch.cat([sent, torch.full((1, 3), d.pad())], 1)
+    left = torch.cat([torch.full((1, 3), d.pad()), sent], 1)
+    assert torch.allclose(model.encoder(right)["encoder_out"][0][:4, 0], alone, atol=1e-5)
+    assert torch.allclose(model.encoder(left)["encoder_out"][0][3:, 0], alone, atol=1e-5)
+
+
+def test_top_b_length_beam(trained_abnet):
+    model, _, task = load_trained(trained_abnet[0] / "checkpoint_last.pt")
+    lprobs = torch.full((1, 10), -9.0)
+    lprobs[0, [3, 7, 5]] = torch.tensor([-0.1, -0.5, -1.0])
+    tokens = masked_canvas(lprobs.argmax(-1), model.bos, model.eos, model.pad, model.unk)
+    from ptnmt_fairseq.abnet.model import MaskPredictOut
+
+    out = MaskPredictOut(tokens, tokens.float() * 0, None, 0, 0, None, lprobs)
+    beam = model.regenerate_length_beam(out, 3)
+    assert beam.output_tokens.ne(model.pad).sum(1).tolist() == [3, 7, 5]  # top-3, not a window
+
+
+def count_decoder_passes(model, task, sample, **generator_args):
+    from fairseq.iterative_refinement_generator import IterativeRefinementGenerator
+
+    calls = []
+    handle = model.decoder.register_forward_hook(lambda *a: calls.append(1))
+    generator = IterativeRefinementGenerator(task.tgt_dict, **generator_args)
+    hypos = generator.generate([model], sample)
+    handle.remove()
+    return len(calls), hypos
+
+
+def test_decoding_honours_max_iter_and_stops_early(trained_abnet):
+    model, _, task = load_trained(trained_abnet[0] / "checkpoint_last.pt")
+    model.eval()
+    task.load_dataset("test")
+    sample = task.dataset("test").collater([task.dataset("test")[0]])
+    forced, _ = count_decoder_passes(model, task, sample, max_iter=4, adaptive=False)
+    assert forced == 5  # fairseq counts from 0: --iter-decode-max-iter 4 = 5 passes
+    # A decoder whose prediction ignores its input is stable after the second pass.
+    model.decoder.forward = lambda normalize, encoder_out, prev_output_tokens, **kw: (
+        torch.log_softmax(torch.arange(len(task.tgt_dict), dtype=torch.float).expand(
+            *prev_output_tokens.shape, -1).index_fill(-1, model.decoder.unpredictable,
+                                                       float("-inf")), -1))
+    adaptive, hypos = count_decoder_passes(model, task, sample, max_iter=9, adaptive=True)
+    assert adaptive < 10
+    assert task.tgt_dict.mask() not in hypos[0][0]["tokens"].tolist()
+
+
+# ---------------------------------------------------------------------------------------------
+# the CLIs end to end
+# ---------------------------------------------------------------------------------------------
+def test_generate_mask_predict_end_to_end(trained_abnet, abnet_data):
+    save_dir, log = trained_abnet
+    assert num_updates(log) == 30
+    out = generate(abnet_data, save_dir / "checkpoint_last.pt", extra=[
+        "--task", "translation_abnet", "--iter-decode-max-iter", "9",
+        "--iter-decode-with-beam", "4"])
+    hyps = hypotheses(out.stdout)
+    assert sorted(hyps) == list(range(10))
+    assert not any("[MASK]" in h or "[CLS]" in h or "[SEP]" in h for h in hyps.values())
+    assert all(set(h.split()) <= set("ABCDEFGHIJKLMNOP") | {"[UNK]"} for h in hyps.values())
+
+
+def test_training_lowers_the_loss(trained_abnet):
+    log = trained_abnet[1]
+    losses = [float(x) for x in re.findall(r"train_inner .*? loss=([\d.]+)", log)]
+    assert losses[-1] < losses[0] - 0.5
+
+
+@pytest.mark.parametrize("arch,task,criterion,gen", [
+    ("abnet_enc_tiny", "translation_bert", "label_smoothed_cross_entropy", ["--beam", "3"]),
+    ("abnet_enc_cmlm_tiny", "translation_abnet", "nat_loss",
+     ["--iter-decode-max-iter", "4", "--iter-decode-with-beam", "2"]),
+])
+def test_abnet_enc_variants_end_to_end(abnet_data, berts, tmp_path, arch, task, criterion, gen):
+    out = train(abnet_data, tmp_path, model_args=[], extra=[
+        "--task", task, "--arch", arch, "--source-bert", berts[0], "--criterion", criterion,
+        "--label-smoothing", "0.1", "--max-update", "4"])
+    assert "AB-Net-Enc" in out.stdout + out.stderr
+    out = generate(abnet_data, tmp_path / "checkpoint_last.pt", extra=["--task", task, *gen])
+    assert sorted(hypotheses(out.stdout)) == list(range(10))
+
+
+def test_resume_from_checkpoint(abnet_data, berts, trained_abnet, tmp_path):
+    shutil.copy(trained_abnet[0] / "checkpoint_last.pt", tmp_path / "checkpoint_last.pt")
+    out = train(abnet_data, tmp_path, model_args=[], extra=abnet_args(berts, extra=[
+        "--max-update", "32"]))
+    log = out.stdout + out.stderr
+    assert "@ 30 updates" in log and num_updates(log) == 32
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+# ---------------------------------------------------------------------------------------------
+def test_wrong_bert_for_the_data_is_refused(abnet_data, berts, tmp_path):
+    proc = run_cli("fairseq-train", train_args(abnet_data, tmp_path, model_args=[], extra=[
+        *abnet_args((berts[0], berts[0])), "--max-update", "1"]), check=False)
+    assert proc.returncode != 0
+    assert "target vocabulary mismatch" in proc.stderr
+    assert "dict.tgt.txt" in proc.stderr and "vocab.txt" in proc.stderr
+
+
+def test_data_binarised_with_fairseq_dictionary_is_refused(berts, tmp_path):
+    raw = make_tiny_bitext(tmp_path / "raw")
+    data = preprocess(raw, tmp_path / "bin", extra=[])  # plain fairseq Dictionary ids
+    # The dict files are even replaced by BERT ones: only the ids reveal the mismatch.
+    for lang, bert in (("src", berts[0]), ("tgt", berts[1])):
+        subprocess.run([sys.executable, str(REPO / "examples/data/bert_dict.py"),
+                        "--bert", bert, str(data / f"dict.{lang}.txt")], check=True,
+                       env=BASE_ENV, capture_output=True)
+    proc = run_cli("fairseq-train", train_args(data, tmp_path / "ck", model_args=[], extra=[
+        *abnet_args(berts), "--max-update", "1"]), check=False)
+    assert proc.returncode != 0
+    assert "binarised with another dictionary" in proc.stderr and ".bin" in proc.stderr
+
+
+def test_malformed_dictionary_names_file_and_line(tmp_path):
+    from ptnmt_fairseq.common.bert_dictionary import BertDictionary
+
+    path = tmp_path / "dict.en.txt"
+    path.write_text("[PAD] 1\n[UNK] 1\nbroken line here\n")
+    with pytest.raises(ValueError, match=r"dict.en.txt:3: expected 'TOKEN COUNT'"):
+        BertDictionary.load(path)
+    path.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n[PAD]\n")
+    with pytest.raises(ValueError, match=r"dict.en.txt:6: duplicate token '\[PAD\]'"):
+        BertDictionary.from_vocab_txt(path)
+
+
+def test_bert_dictionary_ids_are_bert_ids(berts):
+    from ptnmt_fairseq.common.bert_dictionary import BertDictionary
+
+    d = BertDictionary.from_vocab_txt(Path(berts[1]) / "vocab.txt")
+    assert d.symbols == target_vocab()
+    assert (d.pad(), d.unk(), d.bos(), d.eos(), d.mask()) == (0, 2, 3, 4, 5)
+    assert d.encode_line("A B [MASK] Z", add_if_not_exist=False).tolist() == [6, 7, 5, 2, 4]
+
+
+# ---------------------------------------------------------------------------------------------
+# two-rank DDP, and the real MiniLM
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch,task,criterion", [
+    ("abnet_tiny", "translation_abnet", "nat_loss"),
+    ("abnet_enc_tiny", "translation_bert", "label_smoothed_cross_entropy"),
+    ("abnet_enc_cmlm_tiny", "translation_abnet", "nat_loss"),
+])
+def test_two_rank_ddp(abnet_data, berts, tmp_path, arch, task, criterion):
+    target_bert = ["--target-bert", berts[1]] if arch == "abnet_tiny" else []
+    outputs = run_ddp(train_args(abnet_data, tmp_path, model_args=[], extra=[
+        "--task", task, "--arch", arch, "--source-bert", berts[0], *target_bert,
+        "--criterion", criterion, "--label-smoothing", "0.1", "--max-update", "3"]))
+    assert "distributed init (rank 1)" in outputs[1]
+    assert num_updates(outputs[0]) == 3
+
+
+def test_packaged_minilm_end_to_end(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    pairs = [("the file is open", "die datei ist offen"), ("close the window", "schliesse das fenster"),
+             ("save the file", "speichere die datei"), ("open a new window", "oeffne ein neues fenster")]
+    for split, reps in (("train", 12), ("valid", 1), ("test", 1)):
+        (raw / f"{split}.en-de.en").write_text("".join(f"{e}\n" for e, _ in pairs * reps))
+        (raw / f"{split}.en-de.de").write_text("".join(f"{d}\n" for _, d in pairs * reps))
+    bert = "all-MiniLM-L6-v2"
+    data = binarize(raw, (bert, bert), tmp_path / "bin", src="en", tgt="de")
+    out = train(data, tmp_path / "ck", model_args=[], extra=[
+        "--task", "translation_abnet", "--arch", "abnet_tiny", "--source-bert", bert,
+        "--target-bert", bert, "--source-lang", "en", "--target-lang", "de",
+        "--criterion", "nat_loss", "--max-update", "3", "--max-tokens", "2000"])
+    assert "AB-Net:" in out.stdout
+    out = generate(data, tmp_path / "ck/checkpoint_last.pt", extra=[
+        "--task", "translation_abnet", "--source-lang", "en", "--target-lang", "de",
+        "--iter-decode-max-iter", "2"])
+    assert len(hypotheses(out.stdout)) == 4
+
+
+def test_plain_cmlm_transformer_is_refused_on_bert_mask_data(berts, tmp_path):
+    raw = make_tiny_bitext(tmp_path / "raw", n_train=20, pair="src-tgt")
+    data = binarize(raw, (berts[0], berts[0]), tmp_path / "bin")  # one vocabulary: joinable
+    proc = run_cli("fairseq-train", train_args(data, tmp_path, model_args=[], extra=[
+        "--task", "translation_abnet", "--arch", "cmlm_transformer", "--criterion", "nat_loss",
+        "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "16",
+        "--decoder-embed-dim", "16", "--max-update", "1"]), check=False)
+    assert proc.returncode != 0 and "masks with id 1 ('[UNK]')" in proc.stderr
