@@ -247,10 +247,11 @@ def count_decoder_passes(model, task, sample, **generator_args):
     from fairseq.iterative_refinement_generator import IterativeRefinementGenerator
 
     calls = []
-    handle = model.decoder.register_forward_hook(lambda *a: calls.append(1))
+    extract = model.decoder.extract_features
+    model.decoder.extract_features = lambda *a, **k: calls.append(1) or extract(*a, **k)
     generator = IterativeRefinementGenerator(task.tgt_dict, **generator_args)
     hypos = generator.generate([model], sample)
-    handle.remove()
+    del model.decoder.extract_features
     return len(calls), hypos
 
 
@@ -261,14 +262,31 @@ def test_decoding_honours_max_iter_and_stops_early(trained_abnet):
     sample = task.dataset("test").collater([task.dataset("test")[0]])
     forced, _ = count_decoder_passes(model, task, sample, max_iter=4, adaptive=False)
     assert forced == 5  # fairseq counts from 0: --iter-decode-max-iter 4 = 5 passes
-    # A decoder whose prediction ignores its input is stable after the second pass.
-    model.decoder.forward = lambda normalize, encoder_out, prev_output_tokens, **kw: (
-        torch.log_softmax(torch.arange(len(task.tgt_dict), dtype=torch.float).expand(
-            *prev_output_tokens.shape, -1).index_fill(-1, model.decoder.unpredictable,
-                                                       float("-inf")), -1))
+    # A decoder whose prediction ignores its input is stable after its second pass.
+    vocab = len(task.tgt_dict)
+    constant = torch.arange(vocab, dtype=torch.float).index_fill(
+        0, model.decoder.unpredictable, float("-inf")).log_softmax(-1)
+    masked_lprobs = model.decoder.masked_lprobs
+    model.decoder.masked_lprobs = lambda tokens, enc, masks: (
+        masked_lprobs(tokens, enc, masks) * 0 + constant)
     adaptive, hypos = count_decoder_passes(model, task, sample, max_iter=9, adaptive=True)
     assert adaptive < 10
-    assert task.tgt_dict.mask() not in hypos[0][0]["tokens"].tolist()
+    tokens = hypos[0][0]["tokens"].tolist()
+    assert task.tgt_dict.mask() not in tokens and tokens[0] == task.tgt_dict.bos()
+    assert tokens[-1] == task.tgt_dict.eos()
+
+
+def test_masked_lprobs_match_the_full_decoder(trained_abnet):
+    model, _, task = load_trained(trained_abnet[0] / "checkpoint_last.pt")
+    model.eval()
+    task.load_dataset("test")
+    sample = task.dataset("test").collater([task.dataset("test")[i] for i in range(2)])
+    net = sample["net_input"]
+    enc = model.forward_encoder([net["src_tokens"], net["src_lengths"]])
+    canvas = task.inject_noise(sample["target"])
+    masks = canvas.eq(task.tgt_dict.mask())
+    full = model.decoder(normalize=True, prev_output_tokens=canvas, encoder_out=enc)
+    assert torch.allclose(model.decoder.masked_lprobs(canvas, enc, masks), full[masks], atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -139,6 +139,13 @@ class AbnetDecoder(FairseqDecoder):
             return logits
         return F.log_softmax(logits.index_fill(-1, self.unpredictable, float("-inf")), -1)
 
+    def masked_lprobs(self, prev_output_tokens, encoder_out, masks):
+        """Decoding log-probs at the ``masks`` positions only (N_masked x V): the MLM head's
+        vocabulary projection dominates decoding time, and unmasked slots do not need it."""
+        features = self.extract_features(prev_output_tokens, encoder_out)[masks]
+        logits = self.mlm_head(features).index_fill(-1, self.unpredictable, float("-inf"))
+        return F.log_softmax(logits, -1)
+
     def extract_features(self, prev_output_tokens, encoder_out, **unused):
         keep = prev_output_tokens.ne(self.padding_idx)
         return self.bert(
@@ -268,10 +275,14 @@ class MaskPredictWithMaskToken:
         step, max_step = decoder_out.step, decoder_out.max_step
         tokens_in = decoder_out.output_tokens
         masks = tokens_in.eq(self.unk)
-        new_scores, new_tokens = self.decoder(
-            normalize=True, prev_output_tokens=tokens_in, encoder_out=encoder_out).max(-1)
-        tokens = tokens_in.masked_scatter(masks, new_tokens[masks])
-        scores = decoder_out.output_scores.masked_scatter(masks, new_scores[masks])
+        if hasattr(self.decoder, "masked_lprobs"):  # only the [MASK] slots need the vocabulary
+            new_scores, new_tokens = self.decoder.masked_lprobs(tokens_in, encoder_out, masks).max(-1)
+        else:
+            new_scores, new_tokens = self.decoder(
+                normalize=True, prev_output_tokens=tokens_in, encoder_out=encoder_out).max(-1)
+            new_scores, new_tokens = new_scores[masks], new_tokens[masks]
+        tokens = tokens_in.masked_scatter(masks, new_tokens)
+        scores = decoder_out.output_scores.masked_scatter(masks, new_scores)
         history = decoder_out.history
         if history is not None:
             history.append(tokens.clone())

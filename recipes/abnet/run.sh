@@ -13,6 +13,9 @@
 #   DISTILL=1                     sequence-level KD: an AR teacher (abnet_enc) re-writes the
 #                                 training targets with fairseq-generate, students train on them
 #   ARCH_SIZE=tiny|iwslt|base     AB-Net preset (default tiny; see README for the paper's sizes)
+#   TRAIN_EXTRA, GEN_EXTRA        extra fairseq-train / fairseq-generate options (e.g. a
+#                                 --stop-time-hours training budget)
+#   SKIP_GENERATE=1               train only
 #
 # Paper settings (Sec. 4.1 and the authors' README), for GPUs:
 #   IWSLT14 De-En: SRC_BERT=bert-base-german-cased TGT_BERT=bert-base-uncased ARCH_SIZE=iwslt
@@ -141,10 +144,11 @@ if [ "${DISTILL:-0}" = 1 ]; then distill; DATA=distilled-bin; fi
 for system in "${systems[@]}"; do
     echo "== train $system"
     train_system "$system" "$(data_for "$system")" "$work/$system"
+    [ "${SKIP_GENERATE:-0}" = 1 ] && continue
     echo "== generate $system"
     # shellcheck disable=SC2046
     "$bin/fairseq-generate" "$(data_for "$system")" --user-dir "$plugin" --cpu --gen-subset test \
-        --path "$work/$system/checkpoint_last.pt" --batch-size 32 $(generate_args "$system") \
+        --path "$work/$system/checkpoint_last.pt" --batch-size 32 $(generate_args "$system") ${GEN_EXTRA:-} \
         > "$work/$system/test.gen" 2> "$work/$system/test.log"
     echo -n "$system $src->$tgt test: "
     "$python" -m ptnmt_fairseq.common.scoring "$work/$system/test.gen" --subword wordpiece 2>/dev/null
