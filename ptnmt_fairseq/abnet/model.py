@@ -410,18 +410,32 @@ class AbnetEncModel(TransformerModel):
     @classmethod
     def build_model(cls, args, task):
         abnet_enc_base(args)
-        source_bert = require_bert(args, "source-bert")
-        check_vocabulary(task.source_dictionary, source_bert, "--source-bert", "source")
-        x_bert = load_bert_model(source_bert, "--source-bert")
-        args.encoder_embed_dim = x_bert.config.hidden_size  # the decoder attends over BERT states
-        encoder = AbnetEncoder(args, task.source_dictionary, x_bert, with_length_token=False)
-        embed_tokens = cls.build_embedding(args, task.target_dictionary, args.decoder_embed_dim,
-                                           args.decoder_embed_path)
+        encoder, embed_tokens = build_bert_encoder_and_target_embedding(cls, args, task)
         decoder = TransformerDecoder(args, task.target_dictionary, embed_tokens)
         model = cls(args, encoder, decoder)
         freeze_berts(model, args.finetune_bert)
         log_parameter_counts(model, "AB-Net-Enc" + (" FB" if args.finetune_bert else ""))
         return model
+
+
+def build_bert_encoder_and_target_embedding(model_class, args, task):
+    """AB-Net-Enc's shared half: X-BERT with adapters, and the decoder's token embeddings."""
+    source_bert = require_bert(args, "source-bert")
+    check_vocabulary(task.source_dictionary, source_bert, "--source-bert", "source")
+    x_bert = load_bert_model(source_bert, "--source-bert")
+    args.encoder_embed_dim = x_bert.config.hidden_size  # the decoder attends over BERT states
+    encoder = AbnetEncoder(args, task.source_dictionary, x_bert, with_length_token=False)
+    embed_tokens = model_class.build_embedding(args, task.target_dictionary,
+                                               args.decoder_embed_dim, args.decoder_embed_path)
+    return encoder, embed_tokens
+
+
+def _tiny_decoder_defaults(args):
+    args.encoder_adapter_dim = getattr(args, "encoder_adapter_dim", 64)
+    args.decoder_embed_dim = getattr(args, "decoder_embed_dim", 64)
+    args.decoder_ffn_embed_dim = getattr(args, "decoder_ffn_embed_dim", 128)
+    args.decoder_layers = getattr(args, "decoder_layers", 2)
+    args.decoder_attention_heads = getattr(args, "decoder_attention_heads", 2)
 
 
 def _bert_encoder_defaults(args):
@@ -442,11 +456,7 @@ def abnet_enc_base(args):
 
 @register_model_architecture("abnet_enc", "abnet_enc_tiny")
 def abnet_enc_tiny(args):
-    args.encoder_adapter_dim = getattr(args, "encoder_adapter_dim", 64)
-    args.decoder_embed_dim = getattr(args, "decoder_embed_dim", 64)
-    args.decoder_ffn_embed_dim = getattr(args, "decoder_ffn_embed_dim", 128)
-    args.decoder_layers = getattr(args, "decoder_layers", 2)
-    args.decoder_attention_heads = getattr(args, "decoder_attention_heads", 2)
+    _tiny_decoder_defaults(args)
     abnet_enc_base(args)
 
 
@@ -467,13 +477,7 @@ class AbnetEncCmlmModel(MaskPredictWithMaskToken, CMLMNATransformerModel):
     @classmethod
     def build_model(cls, args, task):
         abnet_enc_cmlm_base(args)
-        source_bert = require_bert(args, "source-bert")
-        check_vocabulary(task.source_dictionary, source_bert, "--source-bert", "source")
-        x_bert = load_bert_model(source_bert, "--source-bert")
-        args.encoder_embed_dim = x_bert.config.hidden_size
-        encoder = AbnetEncoder(args, task.source_dictionary, x_bert, with_length_token=False)
-        embed_tokens = cls.build_embedding(args, task.target_dictionary, args.decoder_embed_dim,
-                                           args.decoder_embed_path)
+        encoder, embed_tokens = build_bert_encoder_and_target_embedding(cls, args, task)
         decoder = NATransformerDecoder(args, task.target_dictionary, embed_tokens)
         model = cls(args, encoder, decoder)
         freeze_berts(model, args.finetune_bert)
@@ -490,9 +494,5 @@ def abnet_enc_cmlm_base(args):
 
 @register_model_architecture("abnet_enc_cmlm", "abnet_enc_cmlm_tiny")
 def abnet_enc_cmlm_tiny(args):
-    args.encoder_adapter_dim = getattr(args, "encoder_adapter_dim", 64)
-    args.decoder_embed_dim = getattr(args, "decoder_embed_dim", 64)
-    args.decoder_ffn_embed_dim = getattr(args, "decoder_ffn_embed_dim", 128)
-    args.decoder_layers = getattr(args, "decoder_layers", 2)
-    args.decoder_attention_heads = getattr(args, "decoder_attention_heads", 2)
+    _tiny_decoder_defaults(args)
     abnet_enc_cmlm_base(args)
