@@ -65,6 +65,13 @@ def trained_abnet(abnet_data, berts, tmp_path_factory):
     return save_dir, out.stdout + out.stderr
 
 
+def first_batch(task, split, n):
+    """The first ``n`` sentences of ``split``, collated as fairseq would batch them."""
+    task.load_dataset(split)
+    dataset = task.dataset(split)
+    return dataset.collater([dataset[i] for i in range(n)])
+
+
 def load_trained(path):
     from fairseq import checkpoint_utils
 
@@ -165,8 +172,7 @@ def test_no_gradient_reaches_bert_weights(trained_abnet):
 
     freeze_berts(model, finetune=False)
     model.train()
-    task.load_dataset("valid")
-    batch = task.dataset("valid").collater([task.dataset("valid")[i] for i in range(4)])
+    batch = first_batch(task, "valid", 4)
     criterion = task.build_criterion(cfg.criterion)
 
     class Backward:  # fairseq's train_step calls optimizer.backward(loss)
@@ -195,8 +201,7 @@ def test_finetune_bert_trains_the_berts(abnet_data, berts, tmp_path):
 def test_length_token_and_length_loss(trained_abnet):
     model, cfg, task = load_trained(trained_abnet[0] / "checkpoint_last.pt")
     model.eval()
-    task.load_dataset("valid")
-    batch = task.dataset("valid").collater([task.dataset("valid")[i] for i in range(3)])
+    batch = first_batch(task, "valid", 3)
     net = batch["net_input"]
     out = model(net["src_tokens"], net["src_lengths"], task.inject_noise(batch["target"]),
                 batch["target"])
@@ -258,8 +263,7 @@ def count_decoder_passes(model, task, sample, **generator_args):
 def test_decoding_honours_max_iter_and_stops_early(trained_abnet):
     model, _, task = load_trained(trained_abnet[0] / "checkpoint_last.pt")
     model.eval()
-    task.load_dataset("test")
-    sample = task.dataset("test").collater([task.dataset("test")[0]])
+    sample = first_batch(task, "test", 1)
     forced, _ = count_decoder_passes(model, task, sample, max_iter=4, adaptive=False)
     assert forced == 5  # fairseq counts from 0: --iter-decode-max-iter 4 = 5 passes
     # A decoder whose prediction ignores its input is stable after its second pass.
@@ -279,8 +283,7 @@ def test_decoding_honours_max_iter_and_stops_early(trained_abnet):
 def test_masked_lprobs_match_the_full_decoder(trained_abnet):
     model, _, task = load_trained(trained_abnet[0] / "checkpoint_last.pt")
     model.eval()
-    task.load_dataset("test")
-    sample = task.dataset("test").collater([task.dataset("test")[i] for i in range(2)])
+    sample = first_batch(task, "test", 2)
     net = sample["net_input"]
     enc = model.forward_encoder([net["src_tokens"], net["src_lengths"]])
     canvas = task.inject_noise(sample["target"])

@@ -331,10 +331,3 @@ def language_pair_dataset_class(dataset_class):
         yield
     finally:
         translation.LanguagePairDataset = original
-
-
-def encoder_states(encoder_out):
-    """T x B x C encoder output: a dict of lists in fairseq 0.12, a NamedTuple in 0.10."""
-    if isinstance(encoder_out, dict):
-        return encoder_out["encoder_out"][0]
-    return encoder_out.encoder_out
