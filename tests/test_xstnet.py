@@ -1,0 +1,387 @@
+"""XSTNet and the shared speech pipeline: shrinking, tags, batches, loss, bad audio, CLIs, DDP.
+
+The corpus is synthesised here with espeak-ng (``examples/data/synthesize_speech.py``) from a
+small word-by-word English-French text; the wav2vec 2.0 checkpoint is a tiny random one saved in
+fairseq's format and loaded through the real loading code.
+"""
+import math
+import random
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from conftest import PLUGIN, REPO, run_cli, run_ddp, num_updates
+from tiny_wav2vec2 import make_tiny_wav2vec2, num_frames
+
+import ptnmt_fairseq  # noqa: F401  (compat fixes, registrations)
+from ptnmt_fairseq.common import speech_data
+from ptnmt_fairseq.common.speech_data import BadAudioError, read_audio
+from ptnmt_fairseq.xstnet.model import Shrinker
+
+WORDS = {"red": "rouge", "blue": "bleu", "file": "fichier", "open": "ouvrir", "close": "fermer",
+         "window": "fenêtre", "new": "nouveau", "save": "enregistrer", "green": "vert",
+         "folder": "dossier", "copy": "copier", "paste": "coller"}
+TRAIN_ARGS = [
+    "--user-dir", PLUGIN, "--task", "xstnet", "--arch", "xstnet_tiny", "--cpu",
+    "--criterion", "xstnet_multitask", "--label-smoothing", "0.1", "--optimizer", "adam",
+    "--lr", "0.001", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "5",
+    "--max-tokens", "200000", "--max-tokens-text", "400", "--no-epoch-checkpoints",
+    "--num-workers", "0", "--log-interval", "1", "--no-progress-bar", "--seed", "1",
+    "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "32",
+    "--encoder-ffn-embed-dim", "64", "--shrink-channels", "32",
+]
+
+
+def write_text_corpus(directory, split, n, seed):
+    rng = random.Random(seed)
+    en, fr = [], []
+    for _ in range(n):
+        words = rng.sample(sorted(WORDS), rng.randint(1, 3))
+        en.append(" ".join(words))
+        fr.append(" ".join(WORDS[w] for w in words))
+    (directory / f"{split}.en-fr.en").write_text("\n".join(en) + "\n", encoding="utf-8")
+    (directory / f"{split}.en-fr.fr").write_text("\n".join(fr) + "\n", encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """DATA dir (manifests, wavs, spm, dict, config.yaml, train_mt.tsv) and a tiny wav2vec 2.0."""
+    assert shutil.which("espeak-ng"), "espeak-ng is required (scripts/setup.sh installs it)"
+    root = tmp_path_factory.mktemp("xstnet")
+    text, data = root / "text", root / "st"
+    text.mkdir()
+    for split, n, seed in (("train", 24, 0), ("valid", 6, 1), ("test", 6, 2), ("extra", 60, 3)):
+        write_text_corpus(text, split, n, seed)
+    script = REPO / "examples" / "data"
+    for split in ("train", "valid", "test"):
+        subprocess.run([sys.executable, script / "synthesize_speech.py", text / f"{split}.en-fr",
+                        "en", "fr", data, "--split", split], check=True, capture_output=True)
+    subprocess.run([sys.executable, script / "prepare_speech_vocab.py", data, "--vocab-size", "60",
+                    "--external-mt", text / "extra.en-fr", "--src", "en", "--tgt", "fr"],
+                   check=True, capture_output=True)
+    w2v = make_tiny_wav2vec2(root / "w2v.pt", embed_dim=32, extractor_mode="layer_norm",
+                             conv_bias=True)
+    return data, w2v
+
+
+def setup(data, w2v, *extra):
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, [str(data), "--w2v-path", str(w2v), *TRAIN_ARGS,
+                                                *extra])
+    cfg = convert_namespace_to_omegaconf(args)
+    task = tasks.setup_task(cfg.task)
+    return cfg, task
+
+
+def copy_data(data, destination):
+    shutil.copytree(data, destination)
+    return destination
+
+
+def rewrite_manifest(path, edit):
+    """Apply ``edit(rows)`` to a manifest's rows (lists of fields) and write it back."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rows = [line.split("\t") for line in lines[1:]]
+    edit(rows)
+    path.write_text("\n".join([lines[0]] + ["\t".join(r) for r in rows]) + "\n", encoding="utf-8")
+
+
+# --- shrinking -----------------------------------------------------------------------------
+
+def test_shrinker_lengths_and_padding_invariance():
+    torch.manual_seed(0)
+    shrinker = Shrinker(8, 16, 12, kernel_sizes=(5, 5))
+    frames = torch.randn(3, 37, 8)
+    lengths = torch.tensor([37, 20, 1])
+    out, out_lengths = shrinker(frames, lengths)
+    # floor((L - 1) / 2) + 1 per stride-2 layer: 37 -> 19 -> 10, 20 -> 10 -> 5, 1 -> 1 -> 1
+    assert out_lengths.tolist() == [10, 5, 1]
+    assert out.shape == (3, 10, 12)
+    alone, _ = shrinker(frames[1:2, :20], lengths[1:2])
+    assert torch.allclose(out[1, :5], alone[0], atol=1e-6)
+
+
+def test_encoder_lengths_audio_tag_and_padding(corpus):
+    data, w2v = corpus
+    cfg, task = setup(data, w2v)
+    model = task.build_model(cfg.model).eval()
+    waveforms = torch.randn(2, 16000) * 0.1
+    waveforms[1, 8000:] = 0.0
+    lengths = torch.tensor([16000, 8000])
+    with torch.no_grad():
+        out = model.encoder(waveforms, lengths)
+        alone = model.encoder(waveforms[1:2, :8000], lengths[1:])
+    # wav2vec 2.0: 49 and 24 frames; shrinker: 49 -> 25 -> 13, 24 -> 12 -> 6; + <audio>
+    assert (num_frames(16000), num_frames(8000)) == (49, 24)
+    steps = (~out["encoder_padding_mask"][0]).sum(1).tolist()
+    assert steps == [14, 7]
+    assert out["encoder_out"][0].shape[:2] == (14, 2)
+    audio = task.dictionary.index("<audio>")
+    embed = model.encoder.transformer
+    assert torch.allclose(out["encoder_embedding"][0][:, 0],
+                          embed.embed_scale * embed.embed_tokens.weight[audio].expand(2, -1))
+    # the short clip's encoding does not depend on the batch's padding
+    assert torch.allclose(out["encoder_out"][0][:7, 1], alone["encoder_out"][0][:, 0], atol=1e-4)
+
+
+# --- tags and batches -----------------------------------------------------------------------
+
+def test_language_tags_in_every_task(corpus):
+    data, w2v = corpus
+    _, task = setup(data, w2v)
+    task.load_dataset("valid")
+    dataset = task.dataset("valid")
+    sample = dataset.collater([dataset[i] for i in range(len(dataset))])
+    d = task.dictionary
+    en, fr = d.index("<lang:en>"), d.index("<lang:fr>")
+    tasks = sample["tasks"]
+    assert set(tasks) == {"st", "asr", "mt"}
+    assert tasks["st"]["net_input"]["src_tokens"].is_floating_point()
+    assert tasks["st"]["net_input"]["prev_output_tokens"][:, 0].eq(fr).all()
+    assert tasks["asr"]["net_input"]["prev_output_tokens"][:, 0].eq(en).all()
+    assert tasks["mt"]["net_input"]["src_tokens"][:, 0].eq(en).all()
+    assert tasks["mt"]["net_input"]["prev_output_tokens"][:, 0].eq(fr).all()
+    for name, batch in tasks.items():
+        target, prev = batch["target"], batch["net_input"]["prev_output_tokens"]
+        assert not target.eq(en).any() and not target.eq(fr).any(), name  # never predicted
+        real = target.ne(d.pad())
+        assert (prev[:, 1:][real[:, 1:]] == target[:, :-1][real[:, 1:]]).all(), name
+        assert target.gather(1, real.sum(1, keepdim=True) - 1).eq(d.eos()).all(), name
+    # the transcript is what ASR predicts and MT reads
+    row = 0
+    transcript = tasks["asr"]["target"][row]
+    mt_source = tasks["mt"]["net_input"]["src_tokens"][row]
+    assert mt_source[1:1 + transcript.ne(d.pad()).sum()].tolist() == \
+        transcript[transcript.ne(d.pad())].tolist()
+    assert task.bpe.decode(d.string(transcript[transcript.ne(d.pad())][:-1])) == \
+        dataset.rows[int(sample["id"][row])]["src_text"]
+
+
+def test_missing_language_tag_is_named(corpus, tmp_path):
+    data, w2v = corpus
+    copy = copy_data(data, tmp_path / "st")
+    lines = (copy / "dict.txt").read_text(encoding="utf-8").splitlines()
+    (copy / "dict.txt").write_text("\n".join(l for l in lines if not l.startswith("<lang:fr>"))
+                                   + "\n", encoding="utf-8")
+    _, task = setup(copy, w2v)
+    with pytest.raises(ValueError, match=r"<lang:fr> is not in .*dict.txt .*valid.tsv:2"):
+        task.load_dataset("valid")
+
+
+def test_multitask_batch_composition(corpus):
+    data, w2v = corpus
+    _, task = setup(data, w2v, "--external-mt", "train_mt.tsv", "--external-mt-ratio", "0.5",
+                    "--batch-size", "4")
+    task.load_dataset("train")
+    dataset = task.dataset("train")
+    iterator = task.get_batch_iterator(dataset, max_tokens=200000, max_sentences=4,
+                                       required_batch_size_multiple=1, seed=1, epoch=1)
+    batches = list(iterator.next_epoch_itr(shuffle=True))
+    triples = [b for b in batches if "st" in b["tasks"]]
+    external = [b for b in batches if "st" not in b["tasks"]]
+    n_triples = len(dataset.datasets[0])
+    n_external = len(dataset.datasets[1])
+    # every triple once, with all three tasks on the same sentences
+    ids = sorted(int(i) for b in triples for i in b["id"])
+    assert ids == list(range(n_triples))
+    assert all(set(b["tasks"]) == {"st", "asr", "mt"} for b in triples)
+    assert all(b["tasks"]["st"]["net_input"]["src_tokens"].is_floating_point() for b in triples)
+    # external MT: text only, MT only, half of its batches per epoch (--external-mt-ratio 0.5)
+    assert all(set(b["tasks"]) == {"mt"} and b["audio_seconds"] == 0.0 for b in external)
+    assert len(external) == int(0.5 * math.ceil(n_external / 4))
+    # batches of both kinds are interleaved, not one block after the other
+    kinds = ["st" in b["tasks"] for b in batches]
+    assert kinds != sorted(kinds) and kinds != sorted(kinds, reverse=True)
+
+
+def test_mt_stage_never_reads_audio(corpus, monkeypatch):
+    data, w2v = corpus
+    _, task = setup(data, w2v, "--train-tasks", "mt", "--external-mt", "train_mt.tsv")
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("stage 1 (MT) read audio")
+
+    monkeypatch.setattr(speech_data, "read_audio", forbidden)
+    task.load_dataset("train")
+    triples = task.dataset("train").datasets[0]
+    sample = triples.collater([triples[i] for i in range(4)])
+    assert set(sample["tasks"]) == {"mt"} and not triples.uses_audio
+
+
+# --- loss ----------------------------------------------------------------------------------
+
+def label_smoothed_mean(lprobs, target, pad, epsilon):
+    """Label-smoothed CE per real token, written out: (1 - e - e') nll + e' sum_v -log p_v."""
+    vocab = lprobs.size(-1)
+    e_other = epsilon / (vocab - 1)
+    real = target.ne(pad)
+    nll = -lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    smooth = -lprobs.sum(-1)
+    per_token = (1 - epsilon - e_other) * nll + e_other * smooth
+    return per_token[real].sum() / real.sum()
+
+
+def test_multitask_loss_matches_hand_computation(corpus):
+    data, w2v = corpus
+    cfg, task = setup(data, w2v, "--st-weight", "1.0", "--asr-weight", "0.5",
+                      "--mt-weight", "2.0")
+    model = task.build_model(cfg.model).eval()
+    criterion = task.build_criterion(cfg.criterion)
+    task.load_dataset("valid")
+    dataset = task.dataset("valid")
+    sample = dataset.collater([dataset[i] for i in range(4)])
+    with torch.no_grad():
+        loss, sample_size, log = criterion(model, sample)
+        expected = 0.0
+        for name, weight in (("st", 1.0), ("asr", 0.5), ("mt", 2.0)):
+            batch = sample["tasks"][name]
+            net_input = batch["net_input"]
+            logits, _ = model(net_input["src_tokens"], net_input["src_lengths"],
+                              net_input["prev_output_tokens"])
+            lprobs = torch.log_softmax(logits.double(), dim=-1)
+            expected += weight * label_smoothed_mean(lprobs, batch["target"],
+                                                     task.dictionary.pad(), 0.1)
+    assert sample_size == sample["tasks"]["st"]["ntokens"]
+    assert torch.isclose(loss.double() / sample_size, expected, rtol=1e-4)
+
+
+# --- audio ---------------------------------------------------------------------------------
+
+def test_resampling_keeps_pitch_and_downmixes(tmp_path):
+    t = np.arange(8000) / 8000.0
+    tone = 0.5 * np.sin(2 * np.pi * 440 * t)
+    path = tmp_path / "tone.wav"
+    soundfile.write(path, np.stack([tone, 0.5 * tone], axis=1), 8000)  # stereo, 8 kHz
+    waveform = read_audio(path, 16000)
+    assert waveform.shape == (16000,)
+    spectrum = torch.fft.rfft(waveform).abs()
+    assert abs(int(spectrum.argmax()) - 440) <= 1  # 1 s of audio: bin = Hz
+    assert math.isclose(float(waveform.abs().max()), 0.375, rel_tol=0.02)  # (0.5 + 0.25) / 2
+
+
+BAD_AUDIO = {
+    "missing": (lambda p: p.unlink(), "file does not exist"),
+    "empty": (lambda p: p.write_bytes(b""), "empty file"),
+    "zero_length": (lambda p: soundfile.write(p, np.zeros(0), 16000), "zero-length audio"),
+    "corrupt": (lambda p: p.write_bytes(b"RIFF" + bytes(range(200))), "unreadable audio"),
+    "wrong_rate": (lambda p: soundfile.write(p, soundfile.read(p)[0], 8000), "wrong sample rate"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_AUDIO))
+def test_bad_audio_is_named(corpus, tmp_path, case):
+    data, w2v = corpus
+    copy = copy_data(data, tmp_path / "st")
+    damage, message = BAD_AUDIO[case]
+    row = (copy / "valid.tsv").read_text(encoding="utf-8").splitlines()[3].split("\t")
+    damage(copy / row[1])
+    _, task = setup(copy, w2v)
+    with pytest.raises(BadAudioError) as error:
+        task.load_dataset("valid")
+    text = str(error.value)
+    assert f"valid.tsv:4 (id {row[0]})" in text and row[1] in text and message in text
+
+
+def test_misaligned_manifest_row_is_named(corpus, tmp_path):
+    data, w2v = corpus
+    copy = copy_data(data, tmp_path / "st")
+    rewrite_manifest(copy / "valid.tsv", lambda rows: rows[2].pop())  # a lost column
+    _, task = setup(copy, w2v)
+    with pytest.raises(ValueError, match=r"valid.tsv:4: 6 tab-separated fields, the header has 7"):
+        task.load_dataset("valid")
+
+
+def test_bad_audio_through_the_cli_fails_or_skips(corpus, tmp_path):
+    data, w2v = corpus
+    copy = copy_data(data, tmp_path / "st")
+    rows = [l.split("\t") for l in (copy / "train.tsv").read_text().splitlines()[1:]]
+    (copy / rows[0][1]).unlink()
+    (copy / rows[5][1]).write_bytes(b"")
+    args = [copy, "--w2v-path", w2v, *TRAIN_ARGS, "--save-dir", tmp_path / "ck",
+            "--max-update", "2", "--train-tasks", "st"]
+    failed = run_cli("fairseq-train", args, check=False)
+    assert failed.returncode != 0
+    assert f"train.tsv:2 (id {rows[0][0]})" in failed.stderr + failed.stdout
+    assert "--skip-bad-audio" in failed.stderr + failed.stdout
+    skipped = run_cli("fairseq-train", args + ["--skip-bad-audio"])
+    log = skipped.stdout + skipped.stderr
+    assert f"skipped 2 of {len(rows)} rows with bad audio" in log
+    assert num_updates(log) == 2
+
+
+# --- end to end ----------------------------------------------------------------------------
+
+def test_progressive_training_and_generation_end_to_end(corpus, tmp_path):
+    data, w2v = corpus
+    stage1, stage2 = tmp_path / "stage1", tmp_path / "stage2"
+    out1 = run_cli("fairseq-train", [data, "--w2v-path", w2v, *TRAIN_ARGS, "--save-dir", stage1,
+                                     "--train-tasks", "mt", "--external-mt", "train_mt.tsv",
+                                     "--max-update", "6"])
+    log1 = out1.stdout + out1.stderr
+    assert "mt_loss" in log1 and not re.search(r"\b(st|asr)_loss", log1)
+    args2 = [data, "--w2v-path", w2v, *TRAIN_ARGS, "--save-dir", stage2,
+             "--train-tasks", "st,asr,mt", "--external-mt", "train_mt.tsv",
+             "--finetune-from-model", stage1 / "checkpoint_best.pt"]
+    out2 = run_cli("fairseq-train", args2 + ["--max-update", "4"])
+    log2 = out2.stdout + out2.stderr
+    assert "loaded checkpoint" in log2.lower() and all(f"{t}_loss" in log2 for t in ("st", "asr", "mt"))
+    # stage 2 starts from stage 1's text weights
+    first = torch.load(stage1 / "checkpoint_best.pt", weights_only=True)["model"]
+    assert (first["decoder.layers.0.fc1.weight"] - torch.load(
+        stage2 / "checkpoint_last.pt", weights_only=True)["model"]["decoder.layers.0.fc1.weight"]
+            ).abs().max() < 0.05
+    # wav2vec 2.0 is fine-tuned by default (the authors' setting)
+    original = torch.load(w2v, weights_only=True)["model"]
+    tuned = torch.load(stage2 / "checkpoint_last.pt", weights_only=True)["model"]
+    key = "encoder.layers.0.fc1.weight"
+    assert not torch.equal(tuned["encoder.wav2vec2." + key], original[key])
+    # resume: a second run continues from checkpoint_last.pt
+    resumed = run_cli("fairseq-train", args2 + ["--max-update", "6"])
+    assert "loaded checkpoint" in (resumed.stdout + resumed.stderr).lower()
+    assert "num_updates 6" in resumed.stdout + resumed.stderr.replace("=", " ")
+    n_test = len((data / "test.tsv").read_text().splitlines()) - 1
+    for eval_task, scoring, metric in (("st", "sacrebleu", "BLEU"), ("asr", "wer", "WER"),
+                                       ("mt", "sacrebleu", "BLEU")):
+        gen = run_cli("fairseq-generate", [
+            data, "--user-dir", PLUGIN, "--task", "xstnet", "--eval-task", eval_task, "--cpu",
+            "--path", stage2 / "checkpoint_last.pt", "--gen-subset", "test", "--beam", "2",
+            "--max-tokens", "200000", "--max-len-b", "10", "--scoring", scoring])
+        lines = gen.stdout.splitlines()
+        hyps = [l for l in lines if l.startswith("D-")]
+        assert len(hyps) == n_test, eval_task
+        assert not any("<lang:" in l for l in hyps), eval_task
+        assert any(l.startswith("Generate test") and f"{metric}" in l
+                   for l in (gen.stdout + gen.stderr).splitlines()), eval_task
+
+
+def test_freeze_w2v_keeps_wav2vec2_weights(corpus, tmp_path):
+    data, w2v = corpus
+    run_cli("fairseq-train", [data, "--w2v-path", w2v, *TRAIN_ARGS, "--save-dir", tmp_path,
+                              "--train-tasks", "st,asr", "--max-update", "3", "--freeze-w2v"])
+    trained = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)["model"]
+    original = torch.load(w2v, weights_only=True)["model"]
+    w2v_keys = [k for k in trained if k.startswith("encoder.wav2vec2.")]
+    assert w2v_keys
+    for key in w2v_keys:
+        assert torch.equal(trained[key], original[key[len("encoder.wav2vec2."):]]), key
+
+
+def test_two_rank_ddp(corpus, tmp_path):
+    data, w2v = corpus
+    outputs = run_ddp([data, "--w2v-path", w2v, *TRAIN_ARGS, "--save-dir", tmp_path,
+                       "--train-tasks", "st,asr,mt", "--external-mt", "train_mt.tsv",
+                       "--max-update", "3"])
+    assert "distributed init (rank 1)" in outputs[1]
+    assert num_updates(outputs[0]) == 3
+    assert all(f"{t}_loss" in outputs[0] for t in ("st", "asr", "mt"))
+    assert (tmp_path / "checkpoint_last.pt").is_file()
