@@ -216,3 +216,12 @@ def test_generate_translates_every_test_sentence(tiny_data, trained):
     # 10 test sentences with the default --required-batch-size-multiple 8: all 10 are scored.
     out = generate(tiny_data, trained / "checkpoint_last.pt")
     assert sorted(hypotheses(out.stdout)) == list(range(10))
+
+
+@pytest.mark.parametrize("options", [dict(no_overlap=True, min_space=1),
+                                     dict(mask_type="uniform", mask_other=2)])
+def test_wav2vec2_mask_options_that_called_generator_randint(options):
+    from fairseq.data.data_utils import compute_mask_indices
+
+    mask = compute_mask_indices((4, 100), None, 0.5, 5, min_masks=1, **options)
+    assert mask.shape == (4, 100) and mask.any(axis=1).all()

@@ -18,8 +18,7 @@ Fixes
 4. An explicit ``--distributed-init-method`` on CPU without ``--distributed-no-spawn`` spawns
    ``min(cuda_count, world_size) == 0`` workers and exits 0 having trained nothing: we raise.
 5. numpy >= 1.24 removed ``np.float``/``np.int``, still used by fairseq's ``DynamicCRF`` and
-   ``compute_mask_indices(no_overlap=True)``. (The latter also calls ``Generator.randint``, which
-   does not exist, so ``--no-mask-overlap`` stays broken upstream; see README known issues.)
+   ``compute_mask_indices(no_overlap=True)``.
 6. Atomic checkpoints: fairseq writes the first checkpoint atomically (``.tmp`` + rename) but
    *copies* it to ``checkpoint_last.pt`` / ``checkpoint_best.pt`` with a plain
    ``shutil.copyfile``; a kill during that copy leaves a truncated ``checkpoint_last.pt`` and
@@ -28,6 +27,9 @@ Fixes
    when its size is not a multiple of ``--required-batch-size-multiple`` (default 8). So
    ``fairseq-generate`` silently translates and scores 8 of 10 test sentences, and training and
    validation lose up to 7 sentences per epoch. We put that last batch back.
+8. wav2vec 2.0 masking: ``compute_mask_indices`` calls ``randint`` on a numpy ``Generator``,
+   which has none, so ``--no-mask-overlap``, ``--no-mask-channel-overlap`` and ``--mask-selection
+   uniform`` raised AttributeError. Its generators get the method (same random stream).
 """
 import argparse
 import collections
@@ -35,6 +37,7 @@ import contextlib
 import logging
 import os
 import shutil
+import types
 import typing
 
 import numpy as np
@@ -277,6 +280,42 @@ def keep_remainder_batch():
     data_utils.batch_by_size = batch_by_size
 
 
+# --------------------------------------------------------------------------------------------
+# 8. wav2vec 2.0 masking: Generator.randint
+# --------------------------------------------------------------------------------------------
+class _RandintGenerator(np.random.Generator):
+    """numpy's ``Generator`` with the ``randint`` that fairseq's masking code calls."""
+
+    def randint(self, low, high=None, size=None, dtype=np.int64):
+        return self.integers(low, high, size=size, dtype=dtype)  # the same [low, high)
+
+
+class _ModuleProxy(types.ModuleType):
+    def __init__(self, name, target, **overrides):
+        super().__init__(name)
+        self._target = target
+        self.__dict__.update(overrides)
+
+    def __getattr__(self, name):
+        return getattr(self._target, name)
+
+
+@_once("compute_mask_indices with numpy Generators (no-overlap and uniform wav2vec 2.0 masks)")
+def fix_mask_generator_randint():
+    """``compute_mask_indices`` draws from ``np.random.default_rng`` but calls ``rng.randint``,
+    which only the legacy ``RandomState`` has: ``--no-mask-overlap``, ``--no-mask-channel-overlap``
+    and ``--mask-selection uniform`` raised AttributeError. The functions look ``np`` up in
+    ``data_utils``' namespace, so one proxy there covers every caller (wav2vec2, HuBERT, ...).
+    """
+    from fairseq.data import data_utils
+
+    def default_rng(seed=None):  # the same stream as np.random.default_rng(seed)
+        return _RandintGenerator(np.random.PCG64(seed))
+
+    random_proxy = _ModuleProxy("numpy.random", np.random, default_rng=default_rng)
+    data_utils.np = _ModuleProxy("numpy", np, random=random_proxy)
+
+
 PATCHES = (
     allow_fairseq_checkpoint_globals,
     replace_sox_convert_waveform,
@@ -284,6 +323,7 @@ PATCHES = (
     restore_numpy_aliases,
     make_checkpoint_copies_atomic,
     keep_remainder_batch,
+    fix_mask_generator_randint,
 )
 
 
