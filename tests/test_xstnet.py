@@ -292,6 +292,23 @@ def test_bad_audio_is_named(corpus, tmp_path, case):
     assert f"valid.tsv:4 (id {row[0]})" in text and row[1] in text and message in text
 
 
+def test_audio_broken_after_loading_fails_or_is_dropped_from_its_batch(corpus, tmp_path):
+    data, w2v = corpus
+    copy = copy_data(data, tmp_path / "st")
+    _, strict = setup(copy, w2v)
+    _, lenient = setup(copy, w2v, "--skip-bad-audio")
+    strict.load_dataset("valid")
+    lenient.load_dataset("valid")
+    row = strict.dataset("valid").rows[2]
+    soundfile.write(copy / row["audio"], np.zeros(100), 16000)  # mid-training: file replaced
+    with pytest.raises(BadAudioError, match=rf"valid.tsv:4 \(id {row['id']}\).*n_frames="):
+        strict.dataset("valid")[2]
+    dataset = lenient.dataset("valid")
+    sample = dataset.collater([dataset[i] for i in range(len(dataset))])
+    assert sorted(sample["id"].tolist()) == [0, 1, 3, 4, 5]
+    assert dataset.collater([dataset[2]]) == {}  # fairseq's trainer skips an empty batch
+
+
 def test_misaligned_manifest_row_is_named(corpus, tmp_path):
     data, w2v = corpus
     copy = copy_data(data, tmp_path / "st")

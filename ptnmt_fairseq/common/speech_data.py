@@ -89,6 +89,9 @@ def audio_problem(path: Path, n_frames: int, sample_rate: int = 16000) -> Option
     if info.frames <= 0:
         return "zero-length audio (0 samples)"
     expected = round(info.frames * sample_rate / info.samplerate)
+    if abs(expected - n_frames) > 2 and info.samplerate == sample_rate:
+        return (f"{info.frames} samples, but the manifest says n_frames={n_frames}: a truncated "
+                "file or a stale manifest")
     if abs(expected - n_frames) > 2:  # resampling rounds by a sample or two
         return (
             f"{info.frames} samples at {info.samplerate} Hz are {expected} samples at "
@@ -243,6 +246,10 @@ class SpeechTextTripleDataset(FairseqDataset):
         if self.uses_audio:
             try:
                 item["audio"] = read_audio(self.audio_path(index), self.sample_rate)
+                expected = int(self.rows[index]["n_frames"])
+                if abs(item["audio"].numel() - expected) > 2:
+                    raise BadAudioError(f"read {item['audio'].numel()} samples, the manifest says "
+                                        f"n_frames={expected} (changed since it was checked?)")
             except Exception as error:
                 where = (f"{self.manifest}:{self.rows[index]['_line']} "
                          f"(id {self.rows[index]['id']}): {self.audio_path(index)}")
