@@ -310,6 +310,22 @@ def test_audio_broken_after_loading_fails_or_is_dropped_from_its_batch(corpus, t
     assert dataset.collater([dataset[2]]) == {}  # fairseq's trainer skips an empty batch
 
 
+def test_clips_too_short_for_wav2vec2_are_filtered(corpus, tmp_path):
+    data, w2v = corpus
+    copy = copy_data(data, tmp_path / "st")
+
+    def shorten(rows):
+        soundfile.write(copy / rows[1][1], np.full(500, 0.1), 16000)
+        rows[1][2] = "500"
+
+    rewrite_manifest(copy / "valid.tsv", shorten)
+    _, task = setup(copy, w2v)
+    task.load_dataset("valid")
+    dataset = task.dataset("valid")
+    kept, ignored = dataset.filter_indices_by_size(np.arange(len(dataset)), (480000, 1024))
+    assert list(ignored) == [1] and 1 not in kept.tolist() and len(kept) == len(dataset) - 1
+
+
 def test_misaligned_manifest_row_is_named(corpus, tmp_path):
     data, w2v = corpus
     copy = copy_data(data, tmp_path / "st")

@@ -37,6 +37,8 @@ SPEECH_COLUMNS = ("id", "audio", "n_frames", "src_text", "tgt_text", "src_lang",
 TEXT_COLUMNS = ("id", "src_text", "tgt_text", "src_lang", "tgt_lang")
 TASKS = ("st", "asr", "mt")
 SPEECH_TASKS = ("st", "asr")
+# Shorter clips give wav2vec 2.0 (25 ms window, 20 ms hop) too few frames to shrink (ConST: 1k).
+MIN_AUDIO_SAMPLES = 1000
 # More [UNK] than this in a split means the dictionary and the sentencepiece model disagree.
 MAX_UNK_RATE = 0.05
 
@@ -330,9 +332,17 @@ class SpeechTextTripleDataset(FairseqDataset):
         return order[np.argsort(self.src_sizes[order], kind="mergesort")]
 
     def filter_indices_by_size(self, indices, max_sizes):
-        return data_utils.filter_paired_dataset_indices_by_size(
+        indices, ignored = data_utils.filter_paired_dataset_indices_by_size(
             self.src_sizes, self.tgt_sizes, indices, max_sizes
         )
+        if self.uses_audio:
+            short = self.src_sizes[indices] < MIN_AUDIO_SAMPLES
+            if short.any():
+                logger.warning(f"{self.manifest}: {int(short.sum())} clips shorter than "
+                               f"{MIN_AUDIO_SAMPLES} samples are skipped")
+                ignored = list(ignored) + indices[short].tolist()
+                indices = indices[~short]
+        return indices, ignored
 
     @property
     def supports_prefetch(self):
