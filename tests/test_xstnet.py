@@ -398,6 +398,22 @@ def test_progressive_training_and_generation_end_to_end(corpus, tmp_path):
                    for l in (gen.stdout + gen.stderr).splitlines()), eval_task
 
 
+def test_speech_path_learns_asr_on_a_tiny_corpus(corpus, tmp_path):
+    """Nothing silently wrong between the waveform and the decoder: ASR can overfit 24 clips."""
+    data, w2v = corpus
+    run_cli("fairseq-train", [
+        data, "--w2v-path", w2v, *TRAIN_ARGS, "--save-dir", tmp_path, "--train-tasks", "asr",
+        "--encoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128", "--shrink-channels", "64",
+        "--encoder-layers", "2", "--decoder-layers", "2", "--lr", "2e-3", "--warmup-updates", "30",
+        "--dropout", "0", "--max-update", "300", "--disable-validation", "--log-interval", "50"])
+    gen = run_cli("fairseq-generate", [
+        data, "--user-dir", PLUGIN, "--task", "xstnet", "--train-tasks", "asr", "--cpu",
+        "--path", tmp_path / "checkpoint_last.pt", "--gen-subset", "train", "--beam", "2",
+        "--max-tokens", "400000", "--scoring", "wer"])
+    wer = float(re.search(r"WER: ([\d.]+)", gen.stdout + gen.stderr).group(1))
+    assert wer < 20, wer
+
+
 def test_freeze_w2v_keeps_wav2vec2_weights(corpus, tmp_path):
     data, w2v = corpus
     run_cli("fairseq-train", [data, "--w2v-path", w2v, *TRAIN_ARGS, "--save-dir", tmp_path,
