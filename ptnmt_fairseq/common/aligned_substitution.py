@@ -1,0 +1,137 @@
+"""Random aligned substitution (RAS): word-level code-switching through bilingual dictionaries.
+
+mRASP (Lin et al., EMNLP 2020) replaces source words found in a bilingual dictionary, each with
+probability p, by a translation in another language; mRASP2's aligned augmentation applies the
+same to monolingual text, and CSP to one language pair. Substitution happens on words, before
+subword splitting, and is a pure function of (seed, epoch, sentence index): the same seed gives
+the same corpus, and every epoch a new one.
+
+Where the papers are silent the authors' code decides (``../shared/anchors/multilingual.md``):
+one target language is drawn per sentence among those with a dictionary for the source
+language, and a translation is drawn uniformly among a word's entries. p = 0.3 is the mRASP
+paper's value (the released ``replace_word.py`` used 0.15).
+
+Dictionaries are MUSE-style word-pair files, one ``source<TAB>target`` pair per line (a single
+space, as in MUSE's own files, is accepted when the line has no tab). Their languages come from
+the file name (``en-de.txt``) or a ``en-de:PATH`` prefix. MUSE entries are lower-case, so a
+capitalised word is also looked up in lower case and its translation capitalised; punctuation
+glued to a word ("file.") is kept around the substitute.
+"""
+import logging
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RAS_PROB = 0.3  # mRASP paper (released code: 0.15)
+_EDGES = re.compile(r"^(\W*)(.*?)(\W*)$", re.UNICODE)
+_PAIR_NAME = re.compile(r"^([A-Za-z_]+)-([A-Za-z_]+)$")
+
+
+def parse_dictionary_spec(spec: str) -> Tuple[str, str, Path]:
+    """``en-de:PATH`` or ``PATH`` named ``en-de.txt`` -> (src, tgt, path)."""
+    head, sep, rest = spec.partition(":")
+    if sep and _PAIR_NAME.match(head):
+        src, tgt = head.split("-")
+        return src, tgt, Path(rest)
+    match = _PAIR_NAME.match(Path(spec).stem)
+    if not match:
+        raise ValueError(f"dictionary {spec!r}: name it SRC-TGT.txt (e.g. en-de.txt) or pass "
+                         "SRC-TGT:PATH so its languages are known")
+    return match.group(1), match.group(2), Path(spec)
+
+
+def read_word_dictionary(path) -> Dict[str, List[str]]:
+    """word -> its translations (order of the file, duplicates removed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"dictionary {path} does not exist")
+    table: Dict[str, List[str]] = defaultdict(list)
+    phrases = 0
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            line = line.rstrip("\n").rstrip("\r")
+            if not line.strip():
+                continue
+            fields = line.split("\t") if "\t" in line else line.split(" ")
+            if len(fields) != 2 or not fields[0].strip() or not fields[1].strip():
+                raise ValueError(f"{path}:{line_no}: expected 'source<TAB>target', got {line!r}")
+            source, target = fields[0].strip(), fields[1].strip()
+            if " " in source or " " in target:
+                phrases += 1  # RAS swaps single words
+                continue
+            if target not in table[source]:
+                table[source].append(target)
+    if not table:
+        raise ValueError(f"{path}: no single-word pairs")
+    if phrases:
+        logger.info(f"{path}: {len(table)} words; {phrases} multi-word entries not used")
+    return dict(table)
+
+
+class AlignedDictionaries:
+    """Bilingual word dictionaries by language pair: ``lookup[src][tgt][word] -> [words]``."""
+
+    def __init__(self, specs: Sequence[str]):
+        self.lookup: Dict[str, Dict[str, Dict[str, List[str]]]] = defaultdict(dict)
+        for spec in specs:
+            src, tgt, path = parse_dictionary_spec(spec)
+            table = read_word_dictionary(path)
+            merged = self.lookup[src].setdefault(tgt, {})
+            for word, translations in table.items():
+                merged.setdefault(word, [])
+                merged[word].extend(t for t in translations if t not in merged[word])
+            logger.info(f"RAS dictionary {src}->{tgt}: {path} ({len(table)} words)")
+
+    @classmethod
+    def from_option(cls, option: str):
+        return cls([s for s in (option or "").split(",") if s.strip()])
+
+    def target_languages(self, lang: str) -> List[str]:
+        return sorted(self.lookup.get(lang, {}))
+
+
+def substitute(words: Sequence[str], table: Dict[str, List[str]], prob: float,
+               rng: np.random.Generator) -> Tuple[List[str], int]:
+    """Each word with an entry in ``table`` is replaced with probability ``prob`` (Sec. 2.2,
+    mRASP) by a uniformly drawn translation. Returns the new words and the number replaced."""
+    out, replaced = [], 0
+    draws = rng.random(len(words))
+    for word, draw in zip(words, draws):
+        lead, core, trail = _EDGES.match(word).groups()
+        translations = table.get(core)
+        capitalised = False
+        if translations is None and core[:1].isupper():
+            translations = table.get(core.lower())
+            capitalised = translations is not None
+        if translations is None or draw >= prob:
+            out.append(word)
+            continue
+        choice = translations[int(rng.integers(len(translations)))]
+        if capitalised:
+            choice = choice[:1].upper() + choice[1:]
+        out.append(lead + choice + trail)
+        replaced += 1
+    return out, replaced
+
+
+def sentence_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The random stream of one sentence in one epoch: reproducible, independent of order."""
+    return np.random.default_rng([seed, epoch, index])
+
+
+def random_aligned_substitution(words: Sequence[str], lang: str,
+                                dictionaries: AlignedDictionaries, prob: float,
+                                rng: np.random.Generator) -> Tuple[List[str], int, str]:
+    """RAS of one sentence: one target language drawn among those with a ``lang`` dictionary.
+    Returns (words, number replaced, the language drawn or '' when there is none)."""
+    languages = dictionaries.target_languages(lang)
+    if not languages or prob <= 0:
+        return list(words), 0, ""
+    other = languages[int(rng.integers(len(languages)))]
+    out, replaced = substitute(words, dictionaries.lookup[lang][other], prob, rng)
+    return out, replaced, other
