@@ -13,3 +13,4 @@ __version__ = "0.1.0"
 from ptnmt_fairseq.common import bert_tasks  # noqa: E402,F401  (registers translation_bert)
 from ptnmt_fairseq import abnet  # noqa: E402,F401
 from ptnmt_fairseq import xstnet  # noqa: E402,F401
+from ptnmt_fairseq import mrasp  # noqa: E402,F401

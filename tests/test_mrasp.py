@@ -84,3 +84,162 @@ def test_dictionary_languages_come_from_the_name_or_a_prefix(tmp_path):
     with pytest.raises(ValueError, match="name it SRC-TGT.txt"):
         AlignedDictionaries([str(path)])
     assert AlignedDictionaries([f"en-de:{path}"]).target_languages("en") == ["de"]
+
+
+# --- multilingual task ----------------------------------------------------------------------
+
+LEXICON = {"red": ("rot", "rouge"), "blue": ("blau", "bleu"), "file": ("Datei", "fichier"),
+           "open": ("öffnen", "ouvrir"), "close": ("schließen", "fermer"),
+           "new": ("neu", "nouveau"), "window": ("Fenster", "fenêtre"), "save": ("speichern",
+                                                                                 "enregistrer")}
+
+
+def write_gettext_like(root, seed=0):
+    """A gettext-shaped corpus (en-de, en-fr, multi-way test) from a tiny lexicon."""
+    import random
+
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+
+    def sentences(n):
+        return [rng.sample(sorted(LEXICON), rng.randint(1, 4)) for _ in range(n)]
+
+    for split, n in (("train", 60), ("valid", 10), ("test", 8)):
+        for lang, column in (("de", 0), ("fr", 1)):
+            rows = sentences(n)
+            write(root / f"{split}.en-{lang}.en", "\n".join(" ".join(r) for r in rows) + "\n")
+            write(root / f"{split}.en-{lang}.{lang}",
+                  "\n".join(" ".join(LEXICON[w][column] for w in r) for r in rows) + "\n")
+    rows = sentences(8)
+    write(root / "test.multiway.en", "\n".join(" ".join(r) for r in rows) + "\n")
+    for lang, column in (("de", 0), ("fr", 1)):
+        write(root / f"test.multiway.{lang}",
+              "\n".join(" ".join(LEXICON[w][column] for w in r) for r in rows) + "\n")
+
+
+@pytest.fixture(scope="module")
+def multi_data(tmp_path_factory):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    root = tmp_path_factory.mktemp("multi")
+    write_gettext_like(root / "gettext")
+    subprocess.run([sys.executable, REPO / "examples/data/prepare_multilingual.py",
+                    root / "gettext", root / "data", "--langs", "de", "fr", "--vocab-size", "80"],
+                   check=True, capture_output=True)
+    write(root / "dict" / "en-de.txt" if (root / "dict").mkdir() is None else None,
+          "".join(f"{w}\t{d}\n" for w, (d, _) in LEXICON.items()))
+    write(root / "dict" / "en-fr.txt", "".join(f"{w}\t{f}\n" for w, (_, f) in LEXICON.items()))
+    return root / "data", root / "dict"
+
+
+def multi_task(data, *extra):
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    from conftest import PLUGIN
+
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, [
+        str(data), "--user-dir", PLUGIN, "--task", "translation_multi_langtok", "--arch",
+        "transformer", "--cpu", *extra])
+    return tasks.setup_task(convert_namespace_to_omegaconf(args).task)
+
+
+def test_language_tokens_on_source_and_decoder_input(multi_data):
+    data, _ = multi_data
+    task = multi_task(data, "--lang-pairs", "en-de,fr-en")
+    task.load_dataset("valid")
+    d = task.dictionary
+    for direction in task.dataset("valid").datasets:
+        sample = direction.collater([direction[i] for i in range(4)])
+        src_tag = d.index(f"LANG_TOK_{direction.src_lang.upper()}")
+        tgt_tag = d.index(f"LANG_TOK_{direction.tgt_lang.upper()}")
+        assert sample["net_input"]["src_tokens"][:, 0].eq(src_tag).all()
+        assert sample["net_input"]["prev_output_tokens"][:, 0].eq(tgt_tag).all()
+        target = sample["target"]
+        assert not target.eq(src_tag).any() and not target.eq(tgt_tag).any()
+        real = target.ne(d.pad())
+        assert (sample["net_input"]["prev_output_tokens"][:, 1:][real[:, 1:]]
+                == target[:, :-1][real[:, 1:]]).all()
+        text = task.build_bpe(None).decode(d.string(target[0][real[0]][:-1]))
+        assert text == direction.tgt_lines[int(sample["id"][0])]
+
+
+def test_temperature_sampling_ratios_by_hand():
+    from ptnmt_fairseq.common.multilingual_data import temperature_ratios
+
+    assert temperature_ratios([100, 900], 1.0) == pytest.approx([0.1, 0.9])
+    # T=2: sqrt(0.1) : sqrt(0.9) = 0.3162 : 0.9487 -> 0.25 : 0.75
+    assert temperature_ratios([100, 900], 2.0) == pytest.approx([0.25, 0.75])
+    assert temperature_ratios([100, 900], 1e9) == pytest.approx([0.5, 0.5])
+
+
+def test_missing_language_token_and_misaligned_text_are_named(multi_data, tmp_path):
+    import shutil
+
+    data, _ = multi_data
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    (copy / "dict.txt").write_text("".join(l + "\n" for l in (copy / "dict.txt").read_text()
+                                           .splitlines() if not l.startswith("LANG_TOK_FR")))
+    task = multi_task(copy, "--lang-pairs", "en-fr")
+    with pytest.raises(ValueError, match=r"LANG_TOK_FR is not in .*dict.txt .*valid.en-fr"):
+        task.load_dataset("valid")
+    (copy / "valid.en-de.de").write_text("nur eine Zeile\n")
+    task = multi_task(copy, "--lang-pairs", "en-de")
+    with pytest.raises(ValueError, match=r"valid.en-de.en has 10 lines but .*valid.en-de.de has 1"):
+        task.load_dataset("valid")
+
+
+def test_ras_in_the_training_data_is_seeded_per_epoch(multi_data):
+    data, dicts = multi_data
+    task = multi_task(data, "--lang-pairs", "en-de", "--ras-prob", "1.0",
+                      "--ras-dicts", f"{dicts}/en-de.txt")
+    task.load_dataset("train")
+    direction = task.dataset("train").datasets[0]
+    plain = [direction.src_lines[i].split() for i in range(10)]
+    epoch1 = [direction.source_words(i) for i in range(10)]
+    assert all(w == LEXICON[p][0] for s, r in zip(plain, epoch1) for p, w in zip(s, r))
+    assert direction.replaced_words == sum(len(s) for s in plain)
+    task.load_dataset("valid")  # never substituted
+    valid = task.dataset("valid").datasets[0]
+    assert valid.source_words(0) == valid.src_lines[0].split()
+
+    half = multi_task(data, "--lang-pairs", "en-de", "--ras-prob", "0.5",
+                      "--ras-dicts", f"{dicts}/en-de.txt")
+    half.load_dataset("train")
+    d = half.dataset("train").datasets[0]
+    first = [d.source_words(i) for i in range(30)]
+    assert first == [d.source_words(i) for i in range(30)]  # same seed and epoch
+    d.set_epoch(2)
+    assert first != [d.source_words(i) for i in range(30)]
+
+
+def test_multilingual_training_and_zero_shot_generation_cli(multi_data, tmp_path):
+    from conftest import PLUGIN, run_cli, num_updates
+
+    data, dicts = multi_data
+    out = run_cli("fairseq-train", [
+        data, "--user-dir", PLUGIN, "--task", "translation_multi_langtok", "--cpu",
+        "--lang-pairs", "en-de,de-en,en-fr,fr-en", "--ras-prob", "0.3",
+        "--ras-dicts", f"{dicts}/en-de.txt,{dicts}/en-fr.txt",
+        "--arch", "transformer", "--encoder-layers", "1", "--decoder-layers", "1",
+        "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
+        "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
+        "--share-all-embeddings", "--criterion", "label_smoothed_cross_entropy",
+        "--label-smoothing", "0.1", "--optimizer", "adam", "--lr", "1e-3",
+        "--max-tokens", "400", "--max-update", "4", "--save-dir", tmp_path,
+        "--no-epoch-checkpoints", "--num-workers", "0", "--no-progress-bar", "--log-interval", "1"])
+    log = out.stdout + out.stderr
+    assert num_updates(log) == 4 and "sampling ratios (T=2.0)" in log
+    gen = run_cli("fairseq-generate", [
+        data, "--user-dir", PLUGIN, "--task", "translation_multi_langtok", "-s", "de", "-t", "fr",
+        "--cpu", "--path", tmp_path / "checkpoint_last.pt", "--gen-subset", "test",
+        "--beam", "2", "--max-len-b", "8", "--max-tokens", "400", "--scoring", "sacrebleu"])
+    sources = [l for l in gen.stdout.splitlines() if l.startswith("S-")]
+    assert len(sources) == 8 and all("\tLANG_TOK_DE " in l for l in sources)
+    assert not any("LANG_TOK" in l for l in gen.stdout.splitlines() if l.startswith("D-"))
+    assert "BLEU" in (gen.stdout + gen.stderr)

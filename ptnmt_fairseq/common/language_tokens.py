@@ -5,12 +5,15 @@ we keep that spelling so dictionaries made for fairseq's S2T recipes work here t
 token is an error naming the dictionary and where the language came from: fairseq's own
 ``Dictionary.index`` would silently return [UNK] and train every language with the same tag.
 """
+import torch
+
 LANG_TAG_TEMPLATE = "<lang:{}>"
 AUDIO_TAG = "<audio>"  # XSTNet's source-side tag for speech input (Ye et al., 2021, Table 1)
 
 
-def lang_tag(lang: str) -> str:
-    return LANG_TAG_TEMPLATE.format(lang)
+def lang_tag(lang: str, template: str = LANG_TAG_TEMPLATE) -> str:
+    """``template`` may use ``{}`` (as written) or ``{LANG}`` (upper case, mRASP's LANG_TOK_XX)."""
+    return template.format(lang, LANG=lang.upper())
 
 
 def tag_index(dictionary, tag: str, where: str = "") -> int:
@@ -18,14 +21,28 @@ def tag_index(dictionary, tag: str, where: str = "") -> int:
     index = dictionary.indices.get(tag)
     if index is None:
         source = getattr(dictionary, "source", None) or "the dictionary"
-        known = sorted(t for t in dictionary.indices if t.startswith("<lang:") or t == AUDIO_TAG)
+        known = sorted(t for t in dictionary.indices
+                       if t.startswith(("<lang:", "LANG_TOK_")) or t == AUDIO_TAG)
         raise ValueError(
             f"{tag} is not in {source}{' (needed by ' + where + ')' if where else ''}; "
             f"its tags are {known or 'none'}. Add a line '{tag} 1' to the dictionary "
-            "(examples/data/prepare_speech_vocab.py writes one per language)."
+            "(the data preparation scripts in examples/data write one per language)."
         )
     return index
 
 
-def lang_tag_index(dictionary, lang: str, where: str = "") -> int:
-    return tag_index(dictionary, lang_tag(lang), where)
+def lang_tag_index(dictionary, lang: str, where: str = "", template: str = LANG_TAG_TEMPLATE) -> int:
+    return tag_index(dictionary, lang_tag(lang, template), where)
+
+
+def tag_ids(dictionary):
+    """Ids of every language/audio tag in ``dictionary``: never targets, so stripped from any
+    output an undertrained model might still give them in."""
+    return {i for t, i in dictionary.indices.items()
+            if t.startswith(("<lang:", "LANG_TOK_")) or t == AUDIO_TAG}
+
+
+def shift_right(tokens, first: int):
+    """Decoder input for ``tokens`` (which end in eos): ``first`` (a language tag, in place of
+    fairseq's bos) then all but the last token."""
+    return torch.cat([tokens.new_tensor([first]), tokens[:-1]])

@@ -29,7 +29,7 @@ import torch
 import torchaudio
 from fairseq.data import FairseqDataset, data_utils
 
-from ptnmt_fairseq.common.language_tokens import lang_tag_index
+from ptnmt_fairseq.common.language_tokens import lang_tag_index, shift_right
 
 logger = logging.getLogger(__name__)
 
@@ -144,11 +144,6 @@ def drop_bad_audio(rows, manifest, audio_root: Path, sample_rate: int, skip: boo
     if not kept:
         raise BadAudioError(f"{manifest}: every row has bad audio")
     return kept
-
-
-def shift_right(tokens: torch.Tensor, first: int) -> torch.Tensor:
-    """Decoder input for ``tokens`` (which end in eos): ``first`` then all but the last token."""
-    return torch.cat([tokens.new_tensor([first]), tokens[:-1]])
 
 
 def collate_waveforms(waveforms: List[torch.Tensor]):

@@ -37,7 +37,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
-from ptnmt_fairseq.common.language_tokens import AUDIO_TAG, tag_index
+from ptnmt_fairseq.common.language_tokens import AUDIO_TAG, tag_ids, tag_index
 from ptnmt_fairseq.common.speech_data import (
     SPEECH_TASKS, TASKS, SpeechTextTripleDataset, load_split, resolve_audio_root,
 )
@@ -190,6 +190,8 @@ class XSTNetTask(FairseqTask):
         if getattr(args, "prefix_size", 0):
             raise ValueError("xstnet puts the target-language tag in the decoder input itself; "
                              "drop --prefix-size")
+        extra_gen_cls_kwargs = dict(extra_gen_cls_kwargs or {})
+        extra_gen_cls_kwargs.setdefault("symbols_to_strip_from_output", tag_ids(self.dictionary))
         return super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs)
 
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):

@@ -1,0 +1,1 @@
+from ptnmt_fairseq.mrasp import task  # noqa: F401  (registers with fairseq)
