@@ -203,7 +203,10 @@ def test_ras_in_the_training_data_is_seeded_per_epoch(multi_data):
     plain = [direction.src_lines[i].split() for i in range(10)]
     epoch1 = [direction.source_words(i) for i in range(10)]
     assert all(w == LEXICON[p][0] for s, r in zip(plain, epoch1) for p, w in zip(s, r))
-    assert direction.replaced_words == sum(len(s) for s in plain)
+    assert direction.replaced_words == sum(len(line.split()) for line in direction.src_lines)
+    # the item's ids are those of the substituted words
+    pieces = task.pieces.ids(epoch1[3])
+    assert direction[3]["source"].tolist() == [direction.src_tag] + pieces + [task.dictionary.eos()]
     task.load_dataset("valid")  # never substituted
     valid = task.dataset("valid").datasets[0]
     assert valid.source_words(0) == valid.src_lines[0].split()

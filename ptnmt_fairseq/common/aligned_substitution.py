@@ -19,6 +19,7 @@ glued to a word ("file.") is kept around the substitute.
 """
 import logging
 import re
+import zlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
@@ -95,28 +96,106 @@ class AlignedDictionaries:
         return sorted(self.lookup.get(lang, {}))
 
 
+def lookup_word(word: str, table: Dict[str, List[str]]):
+    """(translations, lead, trail, capitalised) of a word in ``table``, or None. Punctuation
+    around the word is kept; a capitalised word is also looked up in lower case."""
+    lead, core, trail = _EDGES.match(word).groups()
+    translations = table.get(core)
+    capitalised = False
+    if translations is None and core[:1].isupper():
+        translations = table.get(core.lower())
+        capitalised = True
+    if translations is None:
+        return None
+    return translations, lead, trail, capitalised
+
+
+def substitute_word(entry, draw: float) -> str:
+    """The translation of a looked-up word for a uniform ``draw`` in [0, 1)."""
+    translations, lead, trail, capitalised = entry
+    choice = translations[int(draw * len(translations))]
+    if capitalised:
+        choice = choice[:1].upper() + choice[1:]
+    return lead + choice + trail
+
+
 def substitute(words: Sequence[str], table: Dict[str, List[str]], prob: float,
                rng: np.random.Generator) -> Tuple[List[str], int]:
     """Each word with an entry in ``table`` is replaced with probability ``prob`` (Sec. 2.2,
     mRASP) by a uniformly drawn translation. Returns the new words and the number replaced."""
-    out, replaced = [], 0
-    draws = rng.random(len(words))
-    for word, draw in zip(words, draws):
-        lead, core, trail = _EDGES.match(word).groups()
-        translations = table.get(core)
-        capitalised = False
-        if translations is None and core[:1].isupper():
-            translations = table.get(core.lower())
-            capitalised = translations is not None
-        if translations is None or draw >= prob:
-            out.append(word)
-            continue
-        choice = translations[int(rng.integers(len(translations)))]
-        if capitalised:
-            choice = choice[:1].upper() + choice[1:]
-        out.append(lead + choice + trail)
-        replaced += 1
+    out, replaced = list(words), 0
+    replace, pick = rng.random(len(words)) < prob, rng.random(len(words))
+    for i, word in enumerate(words):
+        entry = lookup_word(word, table) if replace[i] else None
+        if entry is not None:
+            out[i] = substitute_word(entry, pick[i])
+            replaced += 1
     return out, replaced
+
+
+class EpochSubstitutions:
+    """RAS of a whole corpus for one epoch at a time, drawn in bulk.
+
+    The dictionary look-ups are done once, when the corpus is loaded; each epoch draws, from
+    (seed, epoch, corpus name), one language per sentence and a replace/keep decision and a
+    translation per candidate word with numpy, so reading a sentence costs no more than a
+    plain one plus the re-tokenisation of the sentences that changed. The result depends on the
+    seed and epoch only, never on the order in which sentences are read.
+    """
+
+    def __init__(self, sentences: Sequence[Sequence[str]], lang: str,
+                 dictionaries: AlignedDictionaries, prob: float, seed: int, name: str):
+        self.prob, self.seed, self.name = prob, seed, name
+        self.num_sentences = len(sentences)
+        self.languages = dictionaries.target_languages(lang)
+        self.candidates = []  # per language: (sentence ids, word positions, look-up entries)
+        for other in self.languages:
+            table = dictionaries.lookup[lang][other]
+            sent, pos, entries, cache = [], [], [], {}
+            for s, words in enumerate(sentences):
+                for p, word in enumerate(words):
+                    if word not in cache:
+                        cache[word] = lookup_word(word, table)
+                    if cache[word] is not None:
+                        sent.append(s)
+                        pos.append(p)
+                        entries.append(cache[word])
+            self.candidates.append((np.array(sent, dtype=np.int64), pos, entries))
+        self.epoch, self.replaced = None, 0
+
+    def draw(self, epoch: int):
+        """Draw ``epoch``'s substitutions for the whole corpus (numpy only; cached)."""
+        if epoch == self.epoch:
+            return
+        rng = np.random.default_rng([self.seed, epoch, zlib.crc32(self.name.encode())])
+        language = rng.integers(max(len(self.languages), 1), size=self.num_sentences)
+        sent, lang, cand, pick = [], [], [], []
+        for index, (cand_sent, _, _) in enumerate(self.candidates):
+            chosen = np.flatnonzero((language[cand_sent] == index)
+                                    & (rng.random(len(cand_sent)) < self.prob))
+            sent.append(cand_sent[chosen])
+            lang.append(np.full(len(chosen), index))
+            cand.append(chosen)
+            pick.append(rng.random(len(chosen)))
+        sent = np.concatenate(sent) if sent else np.zeros(0, dtype=np.int64)
+        order = np.argsort(sent, kind="stable")
+        # Python lists: reading one sentence's changes is then plain indexing, no numpy calls.
+        self.first = np.searchsorted(sent[order], np.arange(self.num_sentences + 1)).tolist()
+        self.lang = np.concatenate(lang)[order].tolist() if lang else []
+        self.cand = np.concatenate(cand)[order].tolist() if cand else []
+        self.pick = np.concatenate(pick)[order].tolist() if pick else []
+        self.epoch, self.replaced = epoch, len(sent)
+
+    def changes(self, epoch: int, index: int):
+        """[(position, new word), ...] of sentence ``index`` in ``epoch``."""
+        if epoch != self.epoch:
+            self.draw(epoch)
+        out = []
+        for j in range(self.first[index], self.first[index + 1]):
+            _, positions, entries = self.candidates[self.lang[j]]
+            k = self.cand[j]
+            out.append((positions[k], substitute_word(entries[k], self.pick[j])))
+        return out
 
 
 def sentence_rng(seed: int, epoch: int, index: int) -> np.random.Generator:

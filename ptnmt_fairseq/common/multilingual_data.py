@@ -2,8 +2,8 @@
 
 The text stays as words until an item is read, so random aligned substitution (RAS, mRASP) and
 aligned augmentation (mRASP2) act on words before sentencepiece splits them (mRASP: "RAS strips
-BPE, swaps whole words, re-applies BPE"). Each word's pieces are cached, so tokenising on the
-fly costs a dictionary lookup per word with or without RAS. sentencepiece never lets a piece
+BPE, swaps whole words, re-applies BPE"). Plain sentences are tokenised once, at load time;
+a substituted sentence is re-tokenised from cached word pieces when it is read. sentencepiece never lets a piece
 cross a space, so word-by-word encoding equals encoding the sentence.
 
 An item of direction src->tgt is (mRASP style; the tokens are ``LANG_TOK_XX`` by default)::
@@ -23,9 +23,7 @@ import numpy as np
 import torch
 from fairseq.data import FairseqDataset, data_utils
 
-from ptnmt_fairseq.common.aligned_substitution import (
-    AlignedDictionaries, random_aligned_substitution, sentence_rng,
-)
+from ptnmt_fairseq.common.aligned_substitution import AlignedDictionaries, EpochSubstitutions
 from ptnmt_fairseq.common.language_tokens import lang_tag_index, shift_right
 
 logger = logging.getLogger(__name__)
@@ -78,34 +76,60 @@ class LangTokTranslationDataset(FairseqDataset):
         self.name, self.src_lang, self.tgt_lang = name, src_lang, tgt_lang
         self.src_lines, self.tgt_lines = src_lines, tgt_lines
         self.dictionary, self.pieces = dictionary, pieces
-        self.ras, self.ras_prob = ras, ras_prob
-        self.seed, self.epoch, self.shuffle = seed, 1, shuffle
+        self.epoch, self.shuffle = 1, shuffle
         where = f"{name} ({src_lang}->{tgt_lang})"
         self.src_tag = lang_tag_index(dictionary, src_lang, where, template)
         self.tgt_tag = lang_tag_index(dictionary, tgt_lang, where, template)
+        eos = dictionary.eos()
+        self.src_ids, self.word_starts = [], []  # word_starts[i][k]: where word k's pieces begin
+        for line in src_lines:
+            ids, starts = [self.src_tag], []
+            for word in line.split():
+                starts.append(len(ids))
+                ids.extend(pieces.ids((word,)))
+            starts.append(len(ids))
+            self.src_ids.append(ids + [eos])
+            self.word_starts.append(starts)
+        self.tgt_ids = [pieces.ids(line.split()) + [eos] for line in tgt_lines]
         # Sizes of the unsubstituted text; RAS changes a length by a few pieces at most.
-        self.src_sizes = np.array([len(pieces.ids(line.split())) + 2 for line in src_lines])
-        self.tgt_sizes = np.array([len(pieces.ids(line.split())) + 1 for line in tgt_lines])
-        self.replaced_words = 0
+        self.src_sizes = np.array([len(ids) for ids in self.src_ids])
+        self.tgt_sizes = np.array([len(ids) for ids in self.tgt_ids])
+        self.ras = None
+        if ras is not None and ras_prob > 0:
+            self.ras = EpochSubstitutions([line.split() for line in src_lines], src_lang, ras,
+                                          ras_prob, seed, name)
 
     def set_epoch(self, epoch):
         self.epoch = epoch
 
+    @property
+    def replaced_words(self):
+        """Words substituted in the current epoch (over the whole corpus)."""
+        if self.ras is None:
+            return 0
+        self.ras.draw(self.epoch)
+        return self.ras.replaced
+
+    def substitutions(self, index):
+        return self.ras.changes(self.epoch, index) if self.ras is not None else None
+
     def source_words(self, index):
         words = self.src_lines[index].split()
-        if self.ras is None or self.ras_prob <= 0:
-            return words
-        words, replaced, _ = random_aligned_substitution(
-            words, self.src_lang, self.ras, self.ras_prob,
-            sentence_rng(self.seed, self.epoch, index))
-        self.replaced_words += replaced
+        for position, word in self.substitutions(index) or ():
+            words[position] = word
         return words
 
     def __getitem__(self, index):
-        source = [self.src_tag] + self.pieces.ids(self.source_words(index)) + [self.dictionary.eos()]
-        target = self.pieces.ids(self.tgt_lines[index].split()) + [self.dictionary.eos()]
-        return {"id": index, "source": torch.tensor(source), "target": torch.tensor(target),
-                "tgt_tag": self.tgt_tag}
+        source = self.src_ids[index]
+        changes = self.substitutions(index)
+        if changes:  # splice the new words' pieces in place of the old ones
+            starts, spliced, done = self.word_starts[index], [], 0
+            for position, word in sorted(changes):
+                spliced += source[done:starts[position]] + self.pieces.ids((word,))
+                done = starts[position + 1]
+            source = spliced + source[done:]
+        return {"id": index, "source": torch.tensor(source),
+                "target": torch.tensor(self.tgt_ids[index]), "tgt_tag": self.tgt_tag}
 
     def __len__(self):
         return len(self.src_lines)
