@@ -246,3 +246,36 @@ def test_multilingual_training_and_zero_shot_generation_cli(multi_data, tmp_path
     assert len(sources) == 8 and all("\tLANG_TOK_DE " in l for l in sources)
     assert not any("LANG_TOK" in l for l in gen.stdout.splitlines() if l.startswith("D-"))
     assert "BLEU" in (gen.stdout + gen.stderr)
+
+
+# --- mRASP2 contrastive loss ------------------------------------------------------------------
+
+def test_contrastive_loss_matches_hand_computation():
+    import math
+
+    import torch
+
+    from ptnmt_fairseq.common.contrastive import contrastive_loss
+
+    anchors = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    positives = torch.tensor([[3.0, 0.0], [1.0, 1.0]])
+    # cosines: row 0 -> (1, 1/sqrt2); row 1 -> (0, 1/sqrt2); tau = 0.1
+    c = 1 / math.sqrt(2)
+    row0 = -math.log(math.exp(1 / 0.1) / (math.exp(1 / 0.1) + math.exp(c / 0.1)))
+    row1 = -math.log(math.exp(c / 0.1) / (math.exp(0 / 0.1) + math.exp(c / 0.1)))
+    assert contrastive_loss(anchors, positives, 0.1).item() == pytest.approx(row0 + row1, rel=1e-5)
+    # temperature 1 by hand too
+    row0 = -math.log(math.exp(1) / (math.exp(1) + math.exp(c)))
+    row1 = -math.log(math.exp(c) / (1 + math.exp(c)))
+    assert contrastive_loss(anchors, positives, 1.0).item() == pytest.approx(row0 + row1, rel=1e-5)
+
+
+def test_masked_mean_ignores_padding():
+    import torch
+
+    from ptnmt_fairseq.common.contrastive import masked_mean
+
+    states = torch.tensor([[[1.0], [10.0]], [[3.0], [99.0]], [[5.0], [99.0]]])  # T=3, B=2, C=1
+    padding = torch.tensor([[False, False, False], [False, True, True]])
+    assert masked_mean(states, padding).squeeze(-1).tolist() == [3.0, 10.0]
+    assert masked_mean(states, None).squeeze(-1).tolist() == pytest.approx([3.0, (10 + 99 + 99) / 3])
