@@ -14,3 +14,4 @@ from ptnmt_fairseq.common import bert_tasks  # noqa: E402,F401  (registers trans
 from ptnmt_fairseq import abnet  # noqa: E402,F401
 from ptnmt_fairseq import xstnet  # noqa: E402,F401
 from ptnmt_fairseq import mrasp  # noqa: E402,F401
+from ptnmt_fairseq import mrasp2  # noqa: E402,F401

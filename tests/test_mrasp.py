@@ -279,3 +279,72 @@ def test_masked_mean_ignores_padding():
     padding = torch.tensor([[False, False, False], [False, True, True]])
     assert masked_mean(states, padding).squeeze(-1).tolist() == [3.0, 10.0]
     assert masked_mean(states, None).squeeze(-1).tolist() == pytest.approx([3.0, (10 + 99 + 99) / 3])
+
+
+TINY_TRANSFORMER = ["--arch", "transformer", "--encoder-layers", "1", "--decoder-layers", "1",
+                    "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
+                    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
+                    "--share-all-embeddings"]
+
+
+def test_contrastive_criterion_adds_lambda_times_the_loss_of_the_target_as_source(multi_data):
+    import torch
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    from conftest import PLUGIN
+    from ptnmt_fairseq.common.contrastive import contrastive_loss, masked_mean
+
+    data, _ = multi_data
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, [
+        str(data), "--user-dir", PLUGIN, "--task", "translation_multi_langtok", "--cpu",
+        "--lang-pairs", "en-de,fr-en", *TINY_TRANSFORMER[2:], "--arch", "transformer",
+        "--criterion", "label_smoothed_cross_entropy_with_contrastive", "--label-smoothing", "0.1",
+        "--contrastive-lambda", "1.0", "--temperature", "0.1"])
+    cfg = convert_namespace_to_omegaconf(args)
+    task = tasks.setup_task(cfg.task)
+    task.load_dataset("valid")
+    model = task.build_model(cfg.model).eval()
+    criterion = task.build_criterion(cfg.criterion)
+    direction = task.dataset("valid").datasets[0]
+    sample = direction.collater([direction[i] for i in range(5)])
+    d = task.dictionary
+    with torch.no_grad():
+        total, sample_size, log = criterion(model, sample)
+        criterion.contrastive_lambda = 0.0
+        ce, _, _ = criterion(model, sample)
+        # the positive by hand: LANG_TOK_DE + target tokens, encoded alone
+        positives, anchors = [], []
+        for i in range(5):
+            target = sample["target"][i][sample["target"][i].ne(d.pad())]
+            tokens = torch.cat([torch.tensor([d.index("LANG_TOK_DE")]), target]).unsqueeze(0)
+            out = model.encoder(tokens, src_lengths=torch.tensor([tokens.size(1)]))
+            positives.append(out["encoder_out"][0].mean(0)[0])
+            src = sample["net_input"]["src_tokens"][i]
+            src = src[src.ne(d.pad())].unsqueeze(0)
+            out = model.encoder(src, src_lengths=torch.tensor([src.size(1)]))
+            anchors.append(out["encoder_out"][0].mean(0)[0])
+        expected = contrastive_loss(torch.stack(anchors), torch.stack(positives), 0.1)
+    assert log["contrastive_loss"] > 0
+    assert torch.isclose(total - ce, expected * sample["ntokens"] / 5, rtol=1e-4, atol=1e-4)
+
+
+def test_mrasp2_two_rank_ddp_with_ras_and_contrastive_loss(multi_data, tmp_path):
+    import re
+
+    from conftest import PLUGIN, num_updates, run_ddp
+
+    data, dicts = multi_data
+    outputs = run_ddp([
+        data, "--user-dir", PLUGIN, "--task", "translation_multi_langtok", "--cpu",
+        "--lang-pairs", "en-de,de-en,en-fr,fr-en", "--ras-prob", "0.3",
+        "--ras-dicts", f"{dicts}/en-de.txt,{dicts}/en-fr.txt", *TINY_TRANSFORMER,
+        "--criterion", "label_smoothed_cross_entropy_with_contrastive", "--label-smoothing", "0.1",
+        "--optimizer", "adam", "--lr", "1e-3", "--max-tokens", "400", "--max-update", "3",
+        "--save-dir", tmp_path, "--no-epoch-checkpoints", "--num-workers", "0",
+        "--no-progress-bar", "--log-interval", "1"])
+    assert "distributed init (rank 1)" in outputs[1]
+    assert num_updates(outputs[0]) == 3
+    values = [float(v) for v in re.findall(r"contrastive_loss[=\s]+([\d.]+)", outputs[0])]
+    assert values and all(v > 0 for v in values)
