@@ -348,3 +348,23 @@ def test_mrasp2_two_rank_ddp_with_ras_and_contrastive_loss(multi_data, tmp_path)
     assert num_updates(outputs[0]) == 3
     values = [float(v) for v in re.findall(r"contrastive_loss[=\s]+([\d.]+)", outputs[0])]
     assert values and all(v > 0 for v in values)
+
+
+def test_aligned_augmentation_pairs_substituted_monolingual_text_with_itself(multi_data, tmp_path):
+    import shutil
+
+    data, dicts = multi_data
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    (copy / "train.mono.en").write_text("open the red file\nsave a new window\n")
+    task = multi_task(copy, "--lang-pairs", "en-de", "--mono-langs", "en", "--aa-prob", "1.0",
+                      "--ras-dicts", f"{dicts}/en-de.txt")
+    task.load_dataset("train")
+    aa = dict(zip(task.dataset("train").keys, task.dataset("train").datasets))["en-en (AA)"]
+    assert aa.source_words(0) == ["öffnen", "the", "rot", "Datei"]
+    item, d = aa[0], task.dictionary
+    assert item["source"][0] == d.index("LANG_TOK_EN") and item["tgt_tag"] == d.index("LANG_TOK_EN")
+    assert task.build_bpe(None).decode(d.string(item["target"][:-1])) == "open the red file"
+    with pytest.raises(ValueError, match="--mono-langs de: no dictionary"):
+        multi_task(copy, "--lang-pairs", "en-de", "--mono-langs", "de",
+                   "--ras-dicts", f"{dicts}/en-de.txt")

@@ -12,6 +12,8 @@ temperature sampling, q_i ∝ (n_i / N)^(1/T) (``--sampling-temperature``). ``fa
 sources: each epoch, source words found in the bilingual dictionaries are replaced with
 probability p by a translation in another language, before subword splitting, reproducibly
 from ``--seed`` and the epoch (``ptnmt_fairseq/common/aligned_substitution.py``).
+``--mono-langs`` adds mRASP2's aligned augmentation: monolingual text ``train.mono.<lang>``
+becomes (RAS(x), x) pairs with probability ``--aa-prob``.
 """
 import logging
 from argparse import Namespace
@@ -30,7 +32,7 @@ from omegaconf import II
 from ptnmt_fairseq.common.aligned_substitution import AlignedDictionaries
 from ptnmt_fairseq.common.language_tokens import tag_ids
 from ptnmt_fairseq.common.multilingual_data import (
-    MRASP_LANG_TOK, LangTokTranslationDataset, WordPieceCache, read_parallel,
+    MRASP_LANG_TOK, LangTokTranslationDataset, WordPieceCache, read_lines, read_parallel,
     temperature_ratios,
 )
 
@@ -56,6 +58,11 @@ class MultiLangTokConfig(FairseqDataclass):
                 "given as SRC-TGT:PATH; RAS is on when --ras-prob > 0"})
     ras_prob: float = field(default=0.0, metadata={
         "help": "probability of replacing a dictionary word (mRASP paper: 0.3)"})
+    mono_langs: str = field(default="", metadata={
+        "help": "aligned augmentation (mRASP2): languages whose monolingual text "
+                "DATA/train.mono.<lang> joins training as (RAS(x), x) pairs"})
+    aa_prob: float = field(default=0.9, metadata={
+        "help": "substitution probability of aligned augmentation (mRASP2 new_impl: 0.9)"})
     max_source_positions: int = field(default=1024, metadata={"help": "longest source"})
     max_target_positions: int = field(default=1024, metadata={"help": "longest target"})
     seed: int = II("common.seed")
@@ -69,9 +76,15 @@ class MultiLangTokTask(FairseqTask):
         self.dictionary, self.spm = dictionary, spm
         self.pieces = WordPieceCache(spm, dictionary)
         self.lang_pairs = parse_lang_pairs(cfg.lang_pairs) if cfg.lang_pairs else []
-        self.ras = AlignedDictionaries.from_option(cfg.ras_dicts) if cfg.ras_prob > 0 else None
-        if cfg.ras_prob > 0 and not self.ras.lookup:
-            raise ValueError("--ras-prob > 0 needs --ras-dicts")
+        self.mono_langs = [l for l in cfg.mono_langs.split(",") if l.strip()]
+        uses_dicts = cfg.ras_prob > 0 or self.mono_langs
+        self.ras = AlignedDictionaries.from_option(cfg.ras_dicts) if uses_dicts else None
+        if uses_dicts and not self.ras.lookup:
+            raise ValueError("--ras-prob > 0 and --mono-langs need --ras-dicts")
+        for lang in self.mono_langs:
+            if not self.ras.target_languages(lang):
+                raise ValueError(f"--mono-langs {lang}: no dictionary in --ras-dicts starts with "
+                                 f"{lang} (aligned augmentation would leave its text unchanged)")
 
     @classmethod
     def setup_task(cls, cfg: MultiLangTokConfig, **kwargs):
@@ -102,6 +115,15 @@ class MultiLangTokTask(FairseqTask):
             template=self.cfg.lang_tok_template, ras=self.ras if training else None,
             ras_prob=self.cfg.ras_prob if training else 0.0, seed=self.cfg.seed, shuffle=training)
 
+    def aligned_augmentation(self, split, lang):
+        """mRASP2's AA: monolingual x becomes the pair (RAS(x), x), both sides in ``lang``."""
+        path = Path(self.cfg.data) / f"{split}.mono.{lang}"
+        lines = read_lines(path)
+        return LangTokTranslationDataset(
+            str(path.name), lines, lines, lang, lang, self.dictionary, self.pieces,
+            template=self.cfg.lang_tok_template, ras=self.ras, ras_prob=self.cfg.aa_prob,
+            seed=self.cfg.seed, shuffle=True)
+
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
         if self.cfg.source_lang and self.cfg.target_lang:  # one direction: generation
             self.datasets[split] = self.direction(split, self.cfg.source_lang,
@@ -112,6 +134,9 @@ class MultiLangTokTask(FairseqTask):
         training = split == self.cfg.train_subset
         directions = OrderedDict(
             (f"{s}-{t}", self.direction(split, s, t, training)) for s, t in self.lang_pairs)
+        if training:
+            for lang in self.mono_langs:
+                directions[f"{lang}-{lang} (AA)"] = self.aligned_augmentation(split, lang)
         ratios = None
         if training and len(directions) > 1:
             ratios = temperature_ratios([len(d) for d in directions.values()],
