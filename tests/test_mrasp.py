@@ -246,6 +246,17 @@ def test_multilingual_training_and_zero_shot_generation_cli(multi_data, tmp_path
     assert len(sources) == 8 and all("\tLANG_TOK_DE " in l for l in sources)
     assert not any("LANG_TOK" in l for l in gen.stdout.splitlines() if l.startswith("D-"))
     assert "BLEU" in (gen.stdout + gen.stderr)
+    # sentence retrieval on the multi-way test set, through the module's command line
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "ptnmt_fairseq.mrasp2.retrieval", data,
+                          "--path", tmp_path / "checkpoint_last.pt", "--langs", "en", "de", "fr"],
+                         capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(result["pairs"]) == {"en-de", "en-fr", "de-en", "de-fr", "fr-en", "fr-de"}
+    assert result["retrieval_acc"] == pytest.approx(sum(result["pairs"].values()) / 6, abs=0.02)
 
 
 # --- mRASP2 contrastive loss ------------------------------------------------------------------
@@ -368,3 +379,14 @@ def test_aligned_augmentation_pairs_substituted_monolingual_text_with_itself(mul
     with pytest.raises(ValueError, match="--mono-langs de: no dictionary"):
         multi_task(copy, "--lang-pairs", "en-de", "--mono-langs", "de",
                    "--ras-dicts", f"{dicts}/en-de.txt")
+
+
+def test_top1_retrieval_accuracy_by_hand():
+    import torch
+
+    from ptnmt_fairseq.mrasp2.retrieval import top1_accuracy
+
+    keys = torch.eye(3)
+    assert top1_accuracy(keys, keys) == 1.0
+    queries = torch.tensor([[1.0, 0, 0], [0, 0, 1.0], [0, 1.0, 0]])  # rows 1 and 2 swapped
+    assert top1_accuracy(queries, keys) == pytest.approx(1 / 3)
