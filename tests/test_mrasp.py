@@ -219,6 +219,11 @@ def test_ras_in_the_training_data_is_seeded_per_epoch(multi_data):
     assert first == [d.source_words(i) for i in range(30)]  # same seed and epoch
     d.set_epoch(2)
     assert first != [d.source_words(i) for i in range(30)]
+    # every item's ids are its substituted words' pieces (the corpus-wide splice is exact)
+    eos = task.dictionary.eos()
+    for i in range(len(d)):
+        assert d[i]["source"].tolist() == [d.src_tag] + half.pieces.ids(d.source_words(i)) + [eos]
+    assert 0 < d.replaced_words < sum(len(line.split()) for line in d.src_lines)
 
 
 def test_multilingual_training_and_zero_shot_generation_cli(multi_data, tmp_path):

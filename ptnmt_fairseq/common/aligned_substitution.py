@@ -112,11 +112,7 @@ def lookup_word(word: str, table: Dict[str, List[str]]):
 
 def substitute_word(entry, draw: float) -> str:
     """The translation of a looked-up word for a uniform ``draw`` in [0, 1)."""
-    translations, lead, trail, capitalised = entry
-    choice = translations[int(draw * len(translations))]
-    if capitalised:
-        choice = choice[:1].upper() + choice[1:]
-    return lead + choice + trail
+    return format_translation(entry, int(draw * len(entry[0])))
 
 
 def substitute(words: Sequence[str], table: Dict[str, List[str]], prob: float,
@@ -136,66 +132,85 @@ def substitute(words: Sequence[str], table: Dict[str, List[str]], prob: float,
 class EpochSubstitutions:
     """RAS of a whole corpus for one epoch at a time, drawn in bulk.
 
-    The dictionary look-ups are done once, when the corpus is loaded; each epoch draws, from
-    (seed, epoch, corpus name), one language per sentence and a replace/keep decision and a
-    translation per candidate word with numpy, so reading a sentence costs no more than a
-    plain one plus the re-tokenisation of the sentences that changed. The result depends on the
-    seed and epoch only, never on the order in which sentences are read.
+    The dictionary look-ups are done once, when the corpus is loaded, and every translation a
+    candidate word may take is tokenised then (``encode``: word -> ids). Each epoch draws, from
+    (seed, epoch, corpus name), one language per sentence, a replace/keep decision and a
+    translation per candidate word, with numpy; the result depends on the seed and the epoch
+    only, never on the order in which sentences are read.
     """
 
     def __init__(self, sentences: Sequence[Sequence[str]], lang: str,
-                 dictionaries: AlignedDictionaries, prob: float, seed: int, name: str):
+                 dictionaries: AlignedDictionaries, prob: float, seed: int, name: str,
+                 encode=None):
         self.prob, self.seed, self.name = prob, seed, name
         self.num_sentences = len(sentences)
         self.languages = dictionaries.target_languages(lang)
-        self.candidates = []  # per language: (sentence ids, word positions, look-up entries)
+        # Per language: sentence ids, word positions and entry numbers of the candidate words.
+        self.candidates = []
+        self.entries, entry_of = [], {}  # entry: (translations, lead, trail, capitalised)
         for other in self.languages:
             table = dictionaries.lookup[lang][other]
-            sent, pos, entries, cache = [], [], [], {}
+            sent, pos, entry, cache = [], [], [], {}
             for s, words in enumerate(sentences):
                 for p, word in enumerate(words):
                     if word not in cache:
-                        cache[word] = lookup_word(word, table)
+                        found = lookup_word(word, table)
+                        if found is not None:
+                            entry_of[(other, word)] = len(self.entries)
+                            self.entries.append(found)
+                        cache[word] = entry_of.get((other, word))
                     if cache[word] is not None:
                         sent.append(s)
                         pos.append(p)
-                        entries.append(cache[word])
-            self.candidates.append((np.array(sent, dtype=np.int64), pos, entries))
+                        entry.append(cache[word])
+            self.candidates.append(tuple(np.array(a, dtype=np.int64) for a in (sent, pos, entry)))
+        # Every option of every entry, formatted and (with ``encode``) tokenised once.
+        counts = np.array([len(e[0]) for e in self.entries], dtype=np.int64)
+        self.option_start = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        self.option_count = counts
+        self.options = [format_translation(e, o) for e in self.entries for o in range(len(e[0]))]
+        self.option_ids = None
+        if encode is not None:
+            encoded = [encode(word) for word in self.options]
+            self.option_ids = np.array([i for ids in encoded for i in ids], dtype=np.int64)
+            self.option_id_offsets = np.concatenate(
+                [[0], np.cumsum([len(ids) for ids in encoded])]).astype(np.int64)
         self.epoch, self.replaced = None, 0
 
     def draw(self, epoch: int):
-        """Draw ``epoch``'s substitutions for the whole corpus (numpy only; cached)."""
+        """Draw ``epoch``'s substitutions: arrays ``sent``, ``pos``, ``option`` sorted by
+        (sentence, position)."""
         if epoch == self.epoch:
             return
         rng = np.random.default_rng([self.seed, epoch, zlib.crc32(self.name.encode())])
         language = rng.integers(max(len(self.languages), 1), size=self.num_sentences)
-        sent, lang, cand, pick = [], [], [], []
-        for index, (cand_sent, _, _) in enumerate(self.candidates):
+        sent, pos, option = [np.zeros(0, dtype=np.int64)] * 3
+        for index, (cand_sent, cand_pos, cand_entry) in enumerate(self.candidates):
             chosen = np.flatnonzero((language[cand_sent] == index)
                                     & (rng.random(len(cand_sent)) < self.prob))
-            sent.append(cand_sent[chosen])
-            lang.append(np.full(len(chosen), index))
-            cand.append(chosen)
-            pick.append(rng.random(len(chosen)))
-        sent = np.concatenate(sent) if sent else np.zeros(0, dtype=np.int64)
-        order = np.argsort(sent, kind="stable")
-        # Python lists: reading one sentence's changes is then plain indexing, no numpy calls.
-        self.first = np.searchsorted(sent[order], np.arange(self.num_sentences + 1)).tolist()
-        self.lang = np.concatenate(lang)[order].tolist() if lang else []
-        self.cand = np.concatenate(cand)[order].tolist() if cand else []
-        self.pick = np.concatenate(pick)[order].tolist() if pick else []
+            entry = cand_entry[chosen]
+            pick = (rng.random(len(chosen)) * self.option_count[entry]).astype(np.int64)
+            sent = np.concatenate([sent, cand_sent[chosen]])
+            pos = np.concatenate([pos, cand_pos[chosen]])
+            option = np.concatenate([option, self.option_start[entry] + pick])
+        order = np.lexsort((pos, sent))
+        self.sent, self.pos, self.option = sent[order], pos[order], option[order]
+        self.first = np.searchsorted(self.sent, np.arange(self.num_sentences + 1))
         self.epoch, self.replaced = epoch, len(sent)
 
     def changes(self, epoch: int, index: int):
         """[(position, new word), ...] of sentence ``index`` in ``epoch``."""
-        if epoch != self.epoch:
-            self.draw(epoch)
-        out = []
-        for j in range(self.first[index], self.first[index + 1]):
-            _, positions, entries = self.candidates[self.lang[j]]
-            k = self.cand[j]
-            out.append((positions[k], substitute_word(entries[k], self.pick[j])))
-        return out
+        self.draw(epoch)
+        span = range(self.first[index], self.first[index + 1])
+        return [(int(self.pos[j]), self.options[self.option[j]]) for j in span]
+
+
+def format_translation(entry, option: int) -> str:
+    translations, lead, trail, capitalised = entry
+    choice = translations[option]
+    if capitalised:
+        choice = choice[:1].upper() + choice[1:]
+    return lead + choice + trail
 
 
 def sentence_rng(seed: int, epoch: int, index: int) -> np.random.Generator:

@@ -2,8 +2,9 @@
 
 The text stays as words until an item is read, so random aligned substitution (RAS, mRASP) and
 aligned augmentation (mRASP2) act on words before sentencepiece splits them (mRASP: "RAS strips
-BPE, swaps whole words, re-applies BPE"). Plain sentences are tokenised once, at load time;
-a substituted sentence is re-tokenised from cached word pieces when it is read. sentencepiece never lets a piece
+BPE, swaps whole words, re-applies BPE"). Sentences are tokenised once, at load time, and
+each epoch splices the pieces of the substituted words into the whole corpus at once (numpy), so
+reading a sentence costs the same with RAS on or off. sentencepiece never lets a piece
 cross a space, so word-by-word encoding equals encoding the sentence.
 
 An item of direction src->tgt is (mRASP style; the tokens are ``LANG_TOK_XX`` by default)::
@@ -81,23 +82,29 @@ class LangTokTranslationDataset(FairseqDataset):
         self.src_tag = lang_tag_index(dictionary, src_lang, where, template)
         self.tgt_tag = lang_tag_index(dictionary, tgt_lang, where, template)
         eos = dictionary.eos()
-        self.src_ids, self.word_starts = [], []  # word_starts[i][k]: where word k's pieces begin
+        # Sources as one flat id array; word k of sentence i spans
+        # src_flat[word_start[word_off[i] + k] : word_end[word_off[i] + k]].
+        ids, offsets, word_start, word_end, word_off = [], [0], [], [], [0]
         for line in src_lines:
-            ids, starts = [self.src_tag], []
+            ids.append(self.src_tag)
             for word in line.split():
-                starts.append(len(ids))
+                word_start.append(len(ids))
                 ids.extend(pieces.ids((word,)))
-            starts.append(len(ids))
-            self.src_ids.append(ids + [eos])
-            self.word_starts.append(starts)
+                word_end.append(len(ids))
+            ids.append(eos)
+            offsets.append(len(ids))
+            word_off.append(len(word_start))
+        self.src_flat, self.src_off = np.array(ids, dtype=np.int64), np.array(offsets)
+        self.word_start, self.word_end = np.array(word_start, dtype=np.int64), np.array(word_end)
+        self.word_off = np.array(word_off, dtype=np.int64)
         self.tgt_ids = [pieces.ids(line.split()) + [eos] for line in tgt_lines]
         # Sizes of the unsubstituted text; RAS changes a length by a few pieces at most.
-        self.src_sizes = np.array([len(ids) for ids in self.src_ids])
+        self.src_sizes = np.diff(self.src_off)
         self.tgt_sizes = np.array([len(ids) for ids in self.tgt_ids])
-        self.ras = None
+        self.ras, self.epoch_ids = None, None
         if ras is not None and ras_prob > 0:
             self.ras = EpochSubstitutions([line.split() for line in src_lines], src_lang, ras,
-                                          ras_prob, seed, name)
+                                          ras_prob, seed, name, encode=lambda w: pieces.ids((w,)))
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -110,25 +117,45 @@ class LangTokTranslationDataset(FairseqDataset):
         self.ras.draw(self.epoch)
         return self.ras.replaced
 
-    def substitutions(self, index):
-        return self.ras.changes(self.epoch, index) if self.ras is not None else None
-
     def source_words(self, index):
         words = self.src_lines[index].split()
-        for position, word in self.substitutions(index) or ():
-            words[position] = word
+        if self.ras is not None:
+            for position, word in self.ras.changes(self.epoch, index):
+                words[position] = word
         return words
 
+    def sources(self):
+        """(flat ids, offsets) of this epoch's sources: the substituted words' pieces spliced
+        in place of the original words' pieces for the whole corpus at once (numpy)."""
+        if self.ras is None:
+            return self.src_flat, self.src_off
+        if self.epoch_ids is not None and self.epoch_ids[0] == self.epoch:
+            return self.epoch_ids[1:]
+        ras = self.ras
+        ras.draw(self.epoch)
+        word = self.word_off[ras.sent] + ras.pos
+        cut_start, cut_end = self.word_start[word], self.word_end[word]
+        new_start = ras.option_id_offsets[ras.option] + len(self.src_flat)
+        new_len = ras.option_id_offsets[ras.option + 1] - ras.option_id_offsets[ras.option]
+        # Segments: kept original text before each substituted word, the substitute, the rest.
+        keep_start = np.concatenate([[0], cut_end])
+        keep_len = np.concatenate([cut_start, [len(self.src_flat)]]) - keep_start
+        seg_start = np.empty(2 * len(word) + 1, dtype=np.int64)
+        seg_len = np.empty_like(seg_start)
+        seg_start[0::2], seg_len[0::2] = keep_start, keep_len
+        seg_start[1::2], seg_len[1::2] = new_start, new_len
+        buffer = np.concatenate([self.src_flat, ras.option_ids])
+        before = np.cumsum(seg_len) - seg_len
+        flat = buffer[np.repeat(seg_start - before, seg_len) + np.arange(seg_len.sum())]
+        growth = np.bincount(ras.sent, weights=new_len - (cut_end - cut_start),
+                             minlength=len(self)).astype(np.int64)
+        offsets = self.src_off + np.concatenate([[0], np.cumsum(growth)])
+        self.epoch_ids = (self.epoch, flat, offsets)
+        return flat, offsets
+
     def __getitem__(self, index):
-        source = self.src_ids[index]
-        changes = self.substitutions(index)
-        if changes:  # splice the new words' pieces in place of the old ones
-            starts, spliced, done = self.word_starts[index], [], 0
-            for position, word in sorted(changes):
-                spliced += source[done:starts[position]] + self.pieces.ids((word,))
-                done = starts[position + 1]
-            source = spliced + source[done:]
-        return {"id": index, "source": torch.tensor(source),
+        flat, offsets = self.sources()
+        return {"id": index, "source": torch.from_numpy(flat[offsets[index]:offsets[index + 1]]),
                 "target": torch.tensor(self.tgt_ids[index]), "tgt_tag": self.tgt_tag}
 
     def __len__(self):
