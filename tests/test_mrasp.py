@@ -395,3 +395,18 @@ def test_top1_retrieval_accuracy_by_hand():
     assert top1_accuracy(keys, keys) == 1.0
     queries = torch.tensor([[1.0, 0, 0], [0, 0, 1.0], [0, 1.0, 0]])  # rows 1 and 2 swapped
     assert top1_accuracy(queries, keys) == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("prob", [0.1, 0.3, 0.8])
+def test_epoch_substitutions_rate_and_positions(tmp_path, prob):
+    from ptnmt_fairseq.common.aligned_substitution import EpochSubstitutions
+
+    write(tmp_path / "en-xx.txt", "".join(f"w{i}\tt{i}\n" for i in range(50)))
+    dictionaries = AlignedDictionaries([str(tmp_path / "en-xx.txt")])
+    sentences = [[f"w{i}" for i in range(50)] + ["unknown"] * 50 for _ in range(400)]
+    ras = EpochSubstitutions(sentences, "en", dictionaries, prob, seed=3, name="t")
+    ras.draw(1)
+    assert abs(ras.replaced / (50 * 400) - prob) < 0.015
+    for index in range(0, 400, 37):
+        for position, word in ras.changes(1, index):
+            assert position < 50 and word == f"t{position}"
