@@ -46,3 +46,30 @@ def shift_right(tokens, first: int):
     """Decoder input for ``tokens`` (which end in eos): ``first`` (a language tag, in place of
     fairseq's bos) then all but the last token."""
     return torch.cat([tokens.new_tensor([first]), tokens[:-1]])
+
+
+class TagAsBosGenerationMixin:
+    """For tasks whose decoder input starts with the output-language tag in place of bos:
+    fairseq's generator gets that tag as ``bos_token`` and strips every tag from the output.
+    ``one_language_hint`` says how to split a batch that mixes output languages."""
+
+    one_language_hint = "generate one output language at a time"
+
+    def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None):
+        if getattr(args, "prefix_size", 0):
+            raise ValueError("the output-language tag is the decoder's first input already; "
+                             "drop --prefix-size")
+        extra_gen_cls_kwargs = dict(extra_gen_cls_kwargs or {})
+        extra_gen_cls_kwargs.setdefault("symbols_to_strip_from_output",
+                                        tag_ids(self.target_dictionary))
+        return super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs)
+
+    def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
+        first = sample["net_input"]["prev_output_tokens"][:, 0].unique()
+        if first.numel() != 1:
+            tags = [self.target_dictionary[int(t)] for t in first]
+            raise ValueError(f"one batch asks for several output languages {tags}: "
+                             f"{self.one_language_hint}")
+        with torch.no_grad():
+            return generator.generate(models, sample, prefix_tokens=prefix_tokens,
+                                      constraints=constraints, bos_token=int(first))

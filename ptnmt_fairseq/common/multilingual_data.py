@@ -22,10 +22,11 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import torch
-from fairseq.data import FairseqDataset, data_utils
+from fairseq.data import data_utils
 
 from ptnmt_fairseq.common.aligned_substitution import AlignedDictionaries, EpochSubstitutions
 from ptnmt_fairseq.common.language_tokens import lang_tag_index, shift_right
+from ptnmt_fairseq.common.paired_sizes import PairedSizesDataset
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class WordPieceCache:
         return out
 
 
-class LangTokTranslationDataset(FairseqDataset):
+class LangTokTranslationDataset(PairedSizesDataset):
     """One direction of raw parallel text; RAS on the source words when ``ras_prob`` > 0."""
 
     def __init__(self, name, src_lines, tgt_lines, src_lang, tgt_lang, dictionary, pieces,
@@ -178,28 +179,6 @@ class LangTokTranslationDataset(FairseqDataset):
             },
             "target": data_utils.collate_tokens(targets, pad),
         }
-
-    def num_tokens(self, index):
-        return int(max(self.src_sizes[index], self.tgt_sizes[index]))
-
-    def num_tokens_vec(self, indices):
-        return np.maximum(self.src_sizes[indices], self.tgt_sizes[indices])
-
-    def size(self, index):
-        return (int(self.src_sizes[index]), int(self.tgt_sizes[index]))
-
-    @property
-    def sizes(self):
-        return np.vstack((self.src_sizes, self.tgt_sizes)).T
-
-    def ordered_indices(self):
-        order = np.random.permutation(len(self)) if self.shuffle else np.arange(len(self))
-        order = order[np.argsort(self.tgt_sizes[order], kind="mergesort")]
-        return order[np.argsort(self.src_sizes[order], kind="mergesort")]
-
-    def filter_indices_by_size(self, indices, max_sizes):
-        return data_utils.filter_paired_dataset_indices_by_size(
-            self.src_sizes, self.tgt_sizes, indices, max_sizes)
 
 
 def temperature_ratios(sizes, temperature: float):

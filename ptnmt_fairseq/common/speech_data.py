@@ -27,9 +27,10 @@ import numpy as np
 import soundfile
 import torch
 import torchaudio
-from fairseq.data import FairseqDataset, data_utils
+from fairseq.data import data_utils
 
 from ptnmt_fairseq.common.language_tokens import lang_tag_index, shift_right
+from ptnmt_fairseq.common.paired_sizes import PairedSizesDataset
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ def collate_waveforms(waveforms: List[torch.Tensor]):
     return batch, lengths
 
 
-class SpeechTextTripleDataset(FairseqDataset):
+class SpeechTextTripleDataset(PairedSizesDataset):
     """<speech, transcript, translation> triples, or <transcript, translation> pairs.
 
     Every item yields sub-batches for the ``tasks`` asked for, all on one dictionary:
@@ -305,31 +306,14 @@ class SpeechTextTripleDataset(FairseqDataset):
                               if self.uses_audio else 0.0),
         }
 
-    def num_tokens(self, index):
-        return int(self.src_sizes[index]) if self.uses_audio else int(
-            max(self.src_sizes[index], self.tgt_sizes[index]))
+    def num_tokens(self, index):  # speech batches are sized in audio samples
+        return int(self.src_sizes[index]) if self.uses_audio else super().num_tokens(index)
 
     def num_tokens_vec(self, indices):
-        if self.uses_audio:
-            return self.src_sizes[indices]
-        return np.maximum(self.src_sizes[indices], self.tgt_sizes[indices])
-
-    def size(self, index):
-        return (int(self.src_sizes[index]), int(self.tgt_sizes[index]))
-
-    @property
-    def sizes(self):
-        return np.vstack((self.src_sizes, self.tgt_sizes)).T
-
-    def ordered_indices(self):
-        order = np.random.permutation(len(self)) if self.shuffle else np.arange(len(self))
-        order = order[np.argsort(self.tgt_sizes[order], kind="mergesort")]
-        return order[np.argsort(self.src_sizes[order], kind="mergesort")]
+        return self.src_sizes[indices] if self.uses_audio else super().num_tokens_vec(indices)
 
     def filter_indices_by_size(self, indices, max_sizes):
-        indices, ignored = data_utils.filter_paired_dataset_indices_by_size(
-            self.src_sizes, self.tgt_sizes, indices, max_sizes
-        )
+        indices, ignored = super().filter_indices_by_size(indices, max_sizes)
         if self.uses_audio:
             short = self.src_sizes[indices] < MIN_AUDIO_SAMPLES
             if short.any():

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import torch
 from fairseq.data import Dictionary, encoders
 from fairseq.data.multilingual.sampled_multi_dataset import SampledMultiDataset
 from fairseq.dataclass import FairseqDataclass
@@ -30,7 +29,7 @@ from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
 from ptnmt_fairseq.common.aligned_substitution import AlignedDictionaries
-from ptnmt_fairseq.common.language_tokens import tag_ids
+from ptnmt_fairseq.common.language_tokens import TagAsBosGenerationMixin
 from ptnmt_fairseq.common.multilingual_data import (
     MRASP_LANG_TOK, LangTokTranslationDataset, WordPieceCache, read_lines, read_parallel,
     temperature_ratios,
@@ -70,7 +69,9 @@ class MultiLangTokConfig(FairseqDataclass):
 
 
 @register_task("translation_multi_langtok", dataclass=MultiLangTokConfig)
-class MultiLangTokTask(FairseqTask):
+class MultiLangTokTask(TagAsBosGenerationMixin, FairseqTask):
+    one_language_hint = "generate one direction at a time (-s SRC -t TGT)"
+
     def __init__(self, cfg: MultiLangTokConfig, dictionary, spm):
         super().__init__(cfg)
         self.dictionary, self.spm = dictionary, spm
@@ -149,23 +150,6 @@ class MultiLangTokTask(FairseqTask):
 
     def max_positions(self):
         return (self.cfg.max_source_positions, self.cfg.max_target_positions)
-
-    def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None):
-        if getattr(args, "prefix_size", 0):
-            raise ValueError("the target-language token is the decoder's first input already; "
-                             "drop --prefix-size")
-        extra_gen_cls_kwargs = dict(extra_gen_cls_kwargs or {})
-        extra_gen_cls_kwargs.setdefault("symbols_to_strip_from_output", tag_ids(self.dictionary))
-        return super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs)
-
-    def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
-        first = sample["net_input"]["prev_output_tokens"][:, 0].unique()
-        if first.numel() != 1:
-            raise ValueError("one batch asks for several target languages: generate one "
-                             "direction at a time (-s SRC -t TGT)")
-        with torch.no_grad():
-            return generator.generate(models, sample, prefix_tokens=prefix_tokens,
-                                      constraints=constraints, bos_token=int(first))
 
     def build_bpe(self, args):
         return encoders.build_bpe(Namespace(

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import torch
 from fairseq.data import Dictionary, encoders
 from fairseq.data.audio.data_cfg import S2TDataConfig
 from fairseq.data.audio.multi_modality_dataset import ModalityDatasetItem, MultiModalityDataset
@@ -37,7 +36,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
-from ptnmt_fairseq.common.language_tokens import AUDIO_TAG, tag_ids, tag_index
+from ptnmt_fairseq.common.language_tokens import AUDIO_TAG, TagAsBosGenerationMixin, tag_index
 from ptnmt_fairseq.common.speech_data import (
     SPEECH_TASKS, TASKS, SpeechTextTripleDataset, load_split, resolve_audio_root,
 )
@@ -80,7 +79,9 @@ class XSTNetTaskConfig(FairseqDataclass):
 
 
 @register_task("xstnet", dataclass=XSTNetTaskConfig)
-class XSTNetTask(FairseqTask):
+class XSTNetTask(TagAsBosGenerationMixin, FairseqTask):
+    one_language_hint = "generate each target language from its own manifest"
+
     def __init__(self, cfg: XSTNetTaskConfig, dictionary, data_cfg, bpe):
         super().__init__(cfg)
         self.dictionary, self.data_cfg, self.bpe = dictionary, data_cfg, bpe
@@ -185,24 +186,6 @@ class XSTNetTask(FairseqTask):
             epoch=epoch, mult_rate=1, buffer_size=data_buffer_size,
             skip_remainder_batch=skip_remainder_batch,
         )
-
-    def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None):
-        if getattr(args, "prefix_size", 0):
-            raise ValueError("xstnet puts the target-language tag in the decoder input itself; "
-                             "drop --prefix-size")
-        extra_gen_cls_kwargs = dict(extra_gen_cls_kwargs or {})
-        extra_gen_cls_kwargs.setdefault("symbols_to_strip_from_output", tag_ids(self.dictionary))
-        return super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs)
-
-    def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
-        first_tokens = sample["net_input"]["prev_output_tokens"][:, 0].unique()
-        if first_tokens.numel() != 1:
-            tags = [self.dictionary[int(t)] for t in first_tokens]
-            raise ValueError(f"one batch asks for several output languages {tags}: generate "
-                             "each target language from its own manifest")
-        with torch.no_grad():
-            return generator.generate(models, sample, prefix_tokens=prefix_tokens,
-                                      constraints=constraints, bos_token=int(first_tokens))
 
     def build_bpe(self, args):
         return self.bpe
