@@ -84,35 +84,19 @@ def train_stats(log_path):
             "audio_s_per_s": round(audio / wall, 2) if wall else 0.0}
 
 
-def read_gen(path):
-    hyp, ref = {}, {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        kind, _, rest = line.partition("-")
-        if kind in ("D", "T") and "\t" in rest:
-            idx, *fields = rest.split("\t")
-            (hyp if kind == "D" else ref)[int(idx)] = fields[-1]
-    if set(hyp) != set(ref):
-        raise ValueError(f"{path}: {len(hyp)} hypotheses for {len(ref)} references")
-    ids = sorted(ref)
-    return [hyp[i] for i in ids], [ref[i] for i in ids]
-
-
 def bleu(path):
-    import sacrebleu
+    """(case-sensitive detokenised sacreBLEU of the D- lines, number of sentences)."""
+    from ptnmt_fairseq.common.scoring import read_generate_output, score
 
-    hyps, refs = read_gen(path)
-    return round(sacrebleu.corpus_bleu(hyps, [refs]).score, 2), len(refs)
+    text = path.read_text(encoding="utf-8")
+    return round(score(text, detokenized=True), 2), len(read_generate_output(text, "D")[1])
 
 
 def wer(path):
-    import editdistance
+    """WER of the D- lines, lower-cased words without punctuation."""
+    from ptnmt_fairseq.common.scoring import score
 
-    def words(s):
-        return re.sub(r"[^\w\s']", " ", s.lower()).split()
-
-    hyps, refs = read_gen(path)
-    errors = sum(editdistance.eval(words(h), words(r)) for h, r in zip(hyps, refs))
-    return round(100 * errors / max(1, sum(len(words(r)) for r in refs)), 2)
+    return round(score(path.read_text(encoding="utf-8"), metric="wer", detokenized=True), 2)
 
 
 def plot(result, path):

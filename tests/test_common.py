@@ -52,3 +52,17 @@ def test_wordpiece_join_and_wer_by_hand():
 def test_partial_output_is_refused():
     with pytest.raises(ValueError, match=r"ids \[2\]"):
         scoring.read_generate_output(GENERATE_OUTPUT + "T-2\tlost\n")
+
+
+def test_detokenized_scoring_reads_d_lines_with_13a_bleu_and_normalised_wer():
+    import sacrebleu
+
+    text = ("T-0\tHello, World!\nH-0\t-1.0\t▁Hello ▁World\nD-0\t-1.0\thello world\n"
+            "T-1\tIt's fine.\nH-1\t-1.0\tx\nD-1\t-1.0\tIt's fine.\n")
+    hyps, refs = scoring.read_generate_output(text, "D")
+    assert hyps == ["hello world", "It's fine."] and refs == ["Hello, World!", "It's fine."]
+    assert scoring.score(text, metric="wer", detokenized=True) == pytest.approx(0.0)
+    assert scoring.score(text, metric="bleu", detokenized=True) == pytest.approx(
+        sacrebleu.corpus_bleu(hyps, [refs]).score)
+    # not normalised: "hello world" vs "Hello, World!" is 2 errors of the 4 reference words
+    assert scoring.word_error_rate(hyps, refs) == pytest.approx(100 * 2 / 4)

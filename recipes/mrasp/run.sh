@@ -85,6 +85,11 @@ plugin="$repo/ptnmt_fairseq"
 mkdir -p "$work"
 work="$(cd "$work" && pwd)"; data="$work/data"; dicts="$work/dict"
 
+score() {  # GEN: case-sensitive detokenised sacreBLEU of the D- lines against the T- lines
+    "$python" -m ptnmt_fairseq.common.scoring "$1" --detokenized 2> "${1%.gen}.score.log" \
+        || { echo "scoring $1 failed (see ${1%.gen}.score.log)" >&2; exit 1; }
+}
+
 prepare() {
     [ -f "$work/raw/test.multiway.en" ] && [ -f "$work/raw/test.en-${langs[-1]}.en" ] || \
         MAX_TRAIN="${MAX_TRAIN:-}" PYTHON="$python" bash "$repo/examples/data/prepare_gettext.sh" "$work/raw" "${langs[@]}"
@@ -158,22 +163,7 @@ decode() {  # MODEL_DIR SRC-TGT: $work/MODEL_DIR/t<MAX_EVAL>.SRC-TGT.gen and its
         --beam "$beam" --max-tokens 4000 --scoring sacrebleu ${GEN_EXTRA:-} > "$out" 2> "${out%.gen}.log" \
         || { echo "$model: fairseq-generate $dir failed (see ${out%.gen}.log)" >&2; exit 1; }
     echo -n "$model $dir: "
-    "$python" - "$out" <<'PY'
-import sys
-import sacrebleu
-gen = sys.argv[1]
-hyp, ref = {}, {}
-for line in open(gen, encoding="utf-8"):
-    kind, _, rest = line.rstrip("\n").partition("-")
-    if kind in ("D", "T") and "\t" in rest:
-        idx, *fields = rest.split("\t")
-        (hyp if kind == "D" else ref)[int(idx)] = fields[-1]
-ids = sorted(ref)
-if set(hyp) != set(ref):
-    sys.exit(f"{gen}: {len(hyp)} hypotheses for {len(ref)} references")
-bleu = sacrebleu.corpus_bleu([hyp[i] for i in ids], [[ref[i] for i in ids]])
-print(f"BLEU = {bleu.score:.2f} ({len(ids)} sentences; {bleu})")
-PY
+    score "$out"
 }
 
 evaluate() {  # PREFIX: decode PREFIX.<pair> on <pair>

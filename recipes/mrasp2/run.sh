@@ -166,23 +166,9 @@ decode() {  # SYSTEM SRC-TGT [label]: $work/SYSTEM/t<MAX_EVAL>.SRC-TGT.gen and i
     score "$out"
 }
 
-score() {  # GEN: sacreBLEU of the D- lines against the T- lines
-    "$python" - "$1" <<'PY'
-import sys
-import sacrebleu
-gen = sys.argv[1]
-hyp, ref = {}, {}
-for line in open(gen, encoding="utf-8"):
-    kind, _, rest = line.rstrip("\n").partition("-")
-    if kind in ("D", "T") and "\t" in rest:
-        idx, *fields = rest.split("\t")
-        (hyp if kind == "D" else ref)[int(idx)] = fields[-1]
-ids = sorted(ref)
-if set(hyp) != set(ref):
-    sys.exit(f"{gen}: {len(hyp)} hypotheses for {len(ref)} references")
-bleu = sacrebleu.corpus_bleu([hyp[i] for i in ids], [[ref[i] for i in ids]])
-print(f"BLEU = {bleu.score:.2f} ({len(ids)} sentences; {bleu})")
-PY
+score() {  # GEN: case-sensitive detokenised sacreBLEU of the D- lines against the T- lines
+    "$python" -m ptnmt_fairseq.common.scoring "$1" --detokenized 2> "${1%.gen}.score.log" \
+        || { echo "scoring $1 failed (see ${1%.gen}.score.log)" >&2; exit 1; }
 }
 
 evaluate() {  # SYSTEM

@@ -158,29 +158,12 @@ decode() {  # SYSTEM TASK SUBSET [fairseq-generate options]: $work/SYSTEM/SUBSET
 }
 
 score() {  # GEN TASK: sacreBLEU (st, mt) or WER (asr) of the D- lines against the T- lines
-    "$python" - "$1" "$2" <<'PY'
-import re, sys
-import editdistance, sacrebleu
-gen, task = sys.argv[1:]
-hyp, ref = {}, {}
-for line in open(gen, encoding="utf-8"):
-    kind, _, rest = line.rstrip("\n").partition("-")
-    if kind in ("D", "T") and "\t" in rest:
-        idx, *fields = rest.split("\t")
-        (hyp if kind == "D" else ref)[int(idx)] = fields[-1]
-ids = sorted(ref)
-if set(hyp) != set(ref):
-    sys.exit(f"{gen}: {len(hyp)} hypotheses for {len(ref)} references")
-fairseq_line = next((l.strip() for l in open(gen) if l.startswith("Generate ")), "")
-if task == "asr":
-    words = lambda s: re.sub(r"[^\w\s']", " ", s.lower()).split()
-    errors = sum(editdistance.eval(words(hyp[i]), words(ref[i])) for i in ids)
-    print(f"WER = {100 * errors / max(1, sum(len(words(ref[i])) for i in ids)):.2f} "
-          f"({len(ids)} sentences, lowercased, no punctuation; fairseq: {fairseq_line.split(': ', 1)[-1]})")
-else:
-    bleu = sacrebleu.corpus_bleu([hyp[i] for i in ids], [[ref[i] for i in ids]])
-    print(f"BLEU = {bleu.score:.2f} ({len(ids)} sentences; {bleu})")
-PY
+    local metric=bleu
+    [ "$2" = asr ] && metric=wer
+    "$python" -m ptnmt_fairseq.common.scoring "$1" --detokenized --metric "$metric" 2> "${1%.gen}.score.log" \
+        || { echo "scoring $1 failed (see ${1%.gen}.score.log)" >&2; exit 1; }
+    [ "$2" = asr ] && echo "  (lowercased, no punctuation; fairseq: $(grep -m1 '^Generate ' "$1" | sed 's/.*: //'))"
+    return 0
 }
 
 cascade() {  # the ASR model's test transcripts -> a text manifest -> the stage-1 MT model
