@@ -55,7 +55,6 @@ class WordPieceCache:
     def __init__(self, spm_processor, dictionary):
         self.spm, self.dictionary = spm_processor, dictionary
         self.cache: Dict[str, List[int]] = {}
-        self.unknown = 0
 
     def ids(self, words) -> List[int]:
         out = []

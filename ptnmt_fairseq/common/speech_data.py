@@ -323,10 +323,6 @@ class SpeechTextTripleDataset(PairedSizesDataset):
                 indices = indices[~short]
         return indices, ignored
 
-    @property
-    def supports_prefetch(self):
-        return False
-
 
 def load_split(manifest, dictionary, bpe, tasks, audio_root=None, **kwargs):
     """A ``SpeechTextTripleDataset`` from a speech (or, for text-only tasks, text) manifest."""
