@@ -1,8 +1,9 @@
 """ptnmt_fairseq: pre-training methods for NMT and speech translation as a fairseq plugin.
 
 Loaded by ``fairseq-train --user-dir ptnmt_fairseq``. Importing the package first applies the
-compatibility fixes (``common/compat.py``), then imports every method folder so that their
-tasks, models, architectures and criterions register with fairseq.
+compatibility fixes (``common/compat.py``), then the tasks shared by a family (``common/bert``,
+``common/multilingual``) and every method folder, so that their tasks, models, architectures and
+criterions register with fairseq.
 """
 from ptnmt_fairseq.common import compat
 
@@ -10,8 +11,9 @@ compat.apply()
 
 __version__ = "0.1.0"
 
-from ptnmt_fairseq.common import bert_tasks  # noqa: E402,F401  (registers translation_bert)
+# Shared tasks first (translation_bert, translation_multi_langtok), then one package per method.
+from ptnmt_fairseq.common.bert import task as _bert_task  # noqa: E402,F401
+from ptnmt_fairseq.common.multilingual import task as _multilingual_task  # noqa: E402,F401
 from ptnmt_fairseq import abnet  # noqa: E402,F401
 from ptnmt_fairseq import xstnet  # noqa: E402,F401
-from ptnmt_fairseq import mrasp  # noqa: E402,F401
 from ptnmt_fairseq import mrasp2  # noqa: E402,F401

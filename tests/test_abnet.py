@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import ptnmt_fairseq  # noqa: F401
-from ptnmt_fairseq.abnet.model import AbnetModel, masked_canvas
+from ptnmt_fairseq.abnet.mask_predict import masked_canvas
 from ptnmt_fairseq.abnet.modules import CrossAttentionAdapter, EncoderAdapter, adapter_layer_ids
 from ptnmt_fairseq.abnet.task import cmlm_random_mask
 from conftest import (
@@ -168,7 +168,7 @@ def test_frozen_berts_are_bit_identical_and_adapters_train(trained_abnet, berts)
 
 def test_no_gradient_reaches_bert_weights(trained_abnet):
     model, cfg, task = load_trained(trained_abnet[0] / "checkpoint_last.pt")
-    from ptnmt_fairseq.abnet.model import freeze_berts
+    from ptnmt_fairseq.abnet.encoder import freeze_berts
 
     freeze_berts(model, finetune=False)
     model.train()
@@ -241,7 +241,7 @@ def test_top_b_length_beam(trained_abnet):
     lprobs = torch.full((1, 10), -9.0)
     lprobs[0, [3, 7, 5]] = torch.tensor([-0.1, -0.5, -1.0])
     tokens = masked_canvas(lprobs.argmax(-1), model.bos, model.eos, model.pad, model.unk)
-    from ptnmt_fairseq.abnet.model import MaskPredictOut
+    from ptnmt_fairseq.abnet.mask_predict import MaskPredictOut
 
     out = MaskPredictOut(tokens, tokens.float() * 0, None, 0, 0, None, lprobs)
     beam = model.regenerate_length_beam(out, 3)
@@ -361,7 +361,7 @@ def test_data_binarised_with_fairseq_dictionary_is_refused(berts, tmp_path):
 
 
 def test_malformed_dictionary_names_file_and_line(tmp_path):
-    from ptnmt_fairseq.common.bert_dictionary import BertDictionary
+    from ptnmt_fairseq.common.bert.dictionary import BertDictionary
 
     path = tmp_path / "dict.en.txt"
     path.write_text("[PAD] 1\n[UNK] 1\nbroken line here\n")
@@ -373,7 +373,7 @@ def test_malformed_dictionary_names_file_and_line(tmp_path):
 
 
 def test_bert_dictionary_ids_are_bert_ids(berts):
-    from ptnmt_fairseq.common.bert_dictionary import BertDictionary
+    from ptnmt_fairseq.common.bert.dictionary import BertDictionary
 
     d = BertDictionary.from_vocab_txt(Path(berts[1]) / "vocab.txt")
     assert d.symbols == target_vocab()

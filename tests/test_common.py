@@ -1,7 +1,8 @@
 """Shared helpers: BERT resolution/loading and generate-output scoring."""
 import pytest
 
-from ptnmt_fairseq.common import pretrained, scoring
+from ptnmt_fairseq.common import scoring
+from ptnmt_fairseq.common.bert import pretrained
 
 
 def test_packaged_minilm_resolves_and_loads_offline():

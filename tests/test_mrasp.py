@@ -1,11 +1,11 @@
 """mRASP / mRASP2 building blocks: random aligned substitution and its dictionaries."""
-import numpy as np
+from collections import Counter
+
 import pytest
 
 import ptnmt_fairseq  # noqa: F401
-from ptnmt_fairseq.common.aligned_substitution import (
-    AlignedDictionaries, random_aligned_substitution, read_word_dictionary, sentence_rng,
-    substitute,
+from ptnmt_fairseq.common.multilingual.ras import (
+    AlignedDictionaries, EpochSubstitutions, read_word_dictionary,
 )
 
 
@@ -21,55 +21,67 @@ def dictionaries(tmp_path):
     return AlignedDictionaries([str(tmp_path / "en-de.txt"), str(tmp_path / "en-fr.txt")])
 
 
+def substituted(ras, sentences, epoch=1):
+    """Each sentence with ``epoch``'s substitutions applied, as training reads them."""
+    out = [list(words) for words in sentences]
+    for index, words in enumerate(out):
+        for position, word in ras.changes(epoch, index):
+            words[position] = word
+    return out
+
+
 def test_only_dictionary_words_are_replaced_by_their_translations(dictionaries):
     words = "please open the red file now".split()
     allowed = {"open": {"öffnen", "aufmachen", "ouvrir"}, "red": {"rot", "rouge"},
                "file": {"Datei", "fichier"}}
+    ras = EpochSubstitutions([words] * 200, "en", dictionaries, 0.5, seed=1, name="t")
     changed = 0
-    for index in range(200):
-        out, replaced, lang = random_aligned_substitution(
-            words, "en", dictionaries, 0.5, sentence_rng(1, 1, index))
-        assert lang in ("de", "fr") and len(out) == len(words)
+    for out in substituted(ras, [words] * 200):
+        assert len(out) == len(words)
         diff = [(w, o) for w, o in zip(words, out) if w != o]
-        assert len(diff) == replaced
         for word, new in diff:
             assert new in allowed[word], (word, new)
         # one language per sentence
         assert all(new in {"Datei", "öffnen", "aufmachen", "rot"} for _, new in diff) or \
             all(new in {"fichier", "ouvrir", "rouge"} for _, new in diff)
-        changed += replaced
-    assert changed > 0
+        changed += len(diff)
+    assert changed == ras.replaced > 0
 
 
-@pytest.mark.parametrize("prob", [0.1, 0.3, 0.8])
-def test_substitution_rate_matches_the_probability(prob):
-    table = {f"w{i}": [f"t{i}"] for i in range(50)}
-    words = [f"w{i}" for i in range(50)] + ["unknown"] * 50
-    replaced = sum(substitute(words, table, prob, sentence_rng(7, 1, i))[1] for i in range(400))
-    assert abs(replaced / (50 * 400) - prob) < 0.015
+@pytest.mark.parametrize("options", [2, 3, 4])
+def test_translation_is_drawn_uniformly_among_the_entries(tmp_path, options):
+    write(tmp_path / "en-xx.txt", "".join(f"word\tt{k}\n" for k in range(options)))
+    dictionaries = AlignedDictionaries([str(tmp_path / "en-xx.txt")])
+    sentences = [["word"] * 10] * 600
+    ras = EpochSubstitutions(sentences, "en", dictionaries, 1.0, seed=5, name="t")
+    counts = Counter(w for words in substituted(ras, sentences) for w in words)
+    assert set(counts) == {f"t{k}" for k in range(options)}
+    for k in range(options):
+        assert abs(counts[f"t{k}"] / 6000 - 1 / options) < 0.02
 
 
 def test_same_seed_same_output_other_epoch_other_output(dictionaries):
-    words = ("open the red file " * 10).split()
+    sentences = [("open the red file " * 10).split()] * 20
 
     def run(seed, epoch):
-        return [random_aligned_substitution(words, "en", dictionaries, 0.3,
-                                            sentence_rng(seed, epoch, i))[0] for i in range(20)]
+        ras = EpochSubstitutions(sentences, "en", dictionaries, 0.3, seed=seed, name="t")
+        return substituted(ras, sentences, epoch)
 
     assert run(1, 1) == run(1, 1)
     assert run(1, 1) != run(1, 2) and run(1, 1) != run(2, 1)
 
 
-def test_capitalised_words_and_punctuation_keep_their_shape():
-    table = {"file": ["datei"]}
-    out, replaced = substitute(["File,", "(file)"], table, 1.0, sentence_rng(0, 0, 0))
-    assert out == ["Datei,", "(datei)"] and replaced == 2
+def test_capitalised_words_and_punctuation_keep_their_shape(tmp_path):
+    write(tmp_path / "en-de.txt", "file\tdatei\n")
+    dictionaries = AlignedDictionaries([str(tmp_path / "en-de.txt")])
+    ras = EpochSubstitutions([["File,", "(file)"]], "en", dictionaries, 1.0, seed=0, name="t")
+    assert substituted(ras, [["File,", "(file)"]]) == [["Datei,", "(datei)"]]
+    assert ras.replaced == 2
 
 
 def test_no_dictionary_for_the_language_leaves_the_sentence(dictionaries):
-    out, replaced, lang = random_aligned_substitution(["Datei"], "de", dictionaries, 1.0,
-                                                      sentence_rng(0, 0, 0))
-    assert out == ["Datei"] and replaced == 0 and lang == ""
+    ras = EpochSubstitutions([["Datei"]], "de", dictionaries, 1.0, seed=0, name="t")
+    assert substituted(ras, [["Datei"]]) == [["Datei"]] and ras.replaced == 0
 
 
 @pytest.mark.parametrize("line", ["file", "file\tDatei\textra", "\tDatei", "a b c"])
@@ -132,10 +144,13 @@ def multi_data(tmp_path_factory):
     write(root / "dict" / "en-de.txt" if (root / "dict").mkdir() is None else None,
           "".join(f"{w}\t{d}\n" for w, (d, _) in LEXICON.items()))
     write(root / "dict" / "en-fr.txt", "".join(f"{w}\t{f}\n" for w, (_, f) in LEXICON.items()))
+    write(root / "dict" / "de-en.txt", "".join(f"{d}\t{w}\n" for w, (d, _) in LEXICON.items()))
+    # mRASP2's aligned augmentation reads monolingual text: the German side of en-de
+    write(root / "data" / "train.mono.de", (root / "data" / "train.en-de.de").read_text())
     return root / "data", root / "dict"
 
 
-def multi_task(data, *extra):
+def multi_task(data, *extra, task="translation_multi_langtok"):
     from fairseq import options, tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
@@ -143,7 +158,7 @@ def multi_task(data, *extra):
 
     parser = options.get_training_parser()
     args = options.parse_args_and_arch(parser, [
-        str(data), "--user-dir", PLUGIN, "--task", "translation_multi_langtok", "--arch",
+        str(data), "--user-dir", PLUGIN, "--task", task, "--arch",
         "transformer", "--cpu", *extra])
     return tasks.setup_task(convert_namespace_to_omegaconf(args).task)
 
@@ -169,7 +184,7 @@ def test_language_tokens_on_source_and_decoder_input(multi_data):
 
 
 def test_temperature_sampling_ratios_by_hand():
-    from ptnmt_fairseq.common.multilingual_data import temperature_ratios
+    from ptnmt_fairseq.common.multilingual.dataset import temperature_ratios
 
     assert temperature_ratios([100, 900], 1.0) == pytest.approx([0.1, 0.9])
     # T=2: sqrt(0.1) : sqrt(0.9) = 0.3162 : 0.9487 -> 0.25 : 0.75
@@ -289,7 +304,7 @@ def test_contrastive_loss_matches_hand_computation():
 def test_masked_mean_ignores_padding():
     import torch
 
-    from ptnmt_fairseq.common.contrastive import masked_mean
+    from ptnmt_fairseq.common.modeling import masked_mean
 
     states = torch.tensor([[[1.0], [10.0]], [[3.0], [99.0]], [[5.0], [99.0]]])  # T=3, B=2, C=1
     padding = torch.tensor([[False, False, False], [False, True, True]])
@@ -309,7 +324,7 @@ def test_contrastive_criterion_adds_lambda_times_the_loss_of_the_target_as_sourc
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
     from conftest import PLUGIN
-    from ptnmt_fairseq.common.contrastive import contrastive_loss, masked_mean
+    from ptnmt_fairseq.common.contrastive import contrastive_loss
 
     data, _ = multi_data
     parser = options.get_training_parser()
@@ -353,15 +368,16 @@ def test_mrasp2_two_rank_ddp_with_ras_and_contrastive_loss(multi_data, tmp_path)
 
     data, dicts = multi_data
     outputs = run_ddp([
-        data, "--user-dir", PLUGIN, "--task", "translation_multi_langtok", "--cpu",
-        "--lang-pairs", "en-de,de-en,en-fr,fr-en", "--ras-prob", "0.3",
-        "--ras-dicts", f"{dicts}/en-de.txt,{dicts}/en-fr.txt", *TINY_TRANSFORMER,
+        data, "--user-dir", PLUGIN, "--task", "translation_multi_langtok_aa", "--cpu",
+        "--lang-pairs", "en-de,de-en,en-fr,fr-en", "--ras-prob", "0.3", "--mono-langs", "de",
+        "--ras-dicts", f"{dicts}/en-de.txt,{dicts}/en-fr.txt,{dicts}/de-en.txt", *TINY_TRANSFORMER,
         "--criterion", "label_smoothed_cross_entropy_with_contrastive", "--label-smoothing", "0.1",
         "--optimizer", "adam", "--lr", "1e-3", "--max-tokens", "400", "--max-update", "3",
         "--save-dir", tmp_path, "--no-epoch-checkpoints", "--num-workers", "0",
         "--no-progress-bar", "--log-interval", "1"])
     assert "distributed init (rank 1)" in outputs[1]
     assert num_updates(outputs[0]) == 3
+    assert re.search(r"sampling ratios .*de-de \(AA\) 0\.\d+", outputs[0])  # AA in the mix
     values = [float(v) for v in re.findall(r"contrastive_loss[=\s]+([\d.]+)", outputs[0])]
     assert values and all(v > 0 for v in values)
 
@@ -374,7 +390,7 @@ def test_aligned_augmentation_pairs_substituted_monolingual_text_with_itself(mul
     shutil.copytree(data, copy)
     (copy / "train.mono.en").write_text("open the red file\nsave a new window\n")
     task = multi_task(copy, "--lang-pairs", "en-de", "--mono-langs", "en", "--aa-prob", "1.0",
-                      "--ras-dicts", f"{dicts}/en-de.txt")
+                      "--ras-dicts", f"{dicts}/en-de.txt", task="translation_multi_langtok_aa")
     task.load_dataset("train")
     aa = dict(zip(task.dataset("train").keys, task.dataset("train").datasets))["en-en (AA)"]
     assert aa.source_words(0) == ["öffnen", "the", "rot", "Datei"]
@@ -383,7 +399,7 @@ def test_aligned_augmentation_pairs_substituted_monolingual_text_with_itself(mul
     assert task.build_bpe(None).decode(d.string(item["target"][:-1])) == "open the red file"
     with pytest.raises(ValueError, match="--mono-langs de: no dictionary"):
         multi_task(copy, "--lang-pairs", "en-de", "--mono-langs", "de",
-                   "--ras-dicts", f"{dicts}/en-de.txt")
+                   "--ras-dicts", f"{dicts}/en-de.txt", task="translation_multi_langtok_aa")
 
 
 def test_top1_retrieval_accuracy_by_hand():
@@ -399,8 +415,6 @@ def test_top1_retrieval_accuracy_by_hand():
 
 @pytest.mark.parametrize("prob", [0.1, 0.3, 0.8])
 def test_epoch_substitutions_rate_and_positions(tmp_path, prob):
-    from ptnmt_fairseq.common.aligned_substitution import EpochSubstitutions
-
     write(tmp_path / "en-xx.txt", "".join(f"w{i}\tt{i}\n" for i in range(50)))
     dictionaries = AlignedDictionaries([str(tmp_path / "en-xx.txt")])
     sentences = [[f"w{i}" for i in range(50)] + ["unknown"] * 50 for _ in range(400)]

@@ -21,8 +21,8 @@ from conftest import PLUGIN, REPO, run_cli, run_ddp, num_updates
 from tiny_wav2vec2 import make_tiny_wav2vec2, num_frames
 
 import ptnmt_fairseq  # noqa: F401  (compat fixes, registrations)
-from ptnmt_fairseq.common import speech_data
-from ptnmt_fairseq.common.speech_data import BadAudioError, read_audio
+from ptnmt_fairseq.common.speech import dataset as speech_data
+from ptnmt_fairseq.common.speech.audio import BadAudioError, read_audio
 from ptnmt_fairseq.xstnet.model import Shrinker
 
 WORDS = {"red": "rouge", "blue": "bleu", "file": "fichier", "open": "ouvrir", "close": "fermer",

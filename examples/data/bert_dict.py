@@ -4,15 +4,15 @@
 Usage: bert_dict.py --bert NAME_OR_DIR OUTPUT
 
 Loaded by ``--task translation_bert`` / ``translation_abnet`` as a ``BertDictionary``, whose
-index i is BERT id i (see ptnmt_fairseq/common/bert_dictionary.py).
+index i is BERT id i (see ptnmt_fairseq/common/bert/dictionary.py).
 """
 import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from ptnmt_fairseq.common.bert_dictionary import BertDictionary  # noqa: E402
-from ptnmt_fairseq.common.pretrained import bert_vocab_file  # noqa: E402
+from ptnmt_fairseq.common.bert.dictionary import BertDictionary  # noqa: E402
+from ptnmt_fairseq.common.bert.pretrained import bert_vocab_file  # noqa: E402
 
 
 def main():

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from ptnmt_fairseq.common.pretrained import load_bert_model, load_bert_tokenizer  # noqa: E402
+from ptnmt_fairseq.common.bert.pretrained import load_bert_model, load_bert_tokenizer  # noqa: E402
 
 
 def main():

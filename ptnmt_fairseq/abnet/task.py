@@ -13,7 +13,7 @@ from fairseq.tasks.translation_lev import (
 )
 from fairseq import utils
 
-from ptnmt_fairseq.common.bert_tasks import BertLanguagePairDataset, BertVocabularyTaskMixin
+from ptnmt_fairseq.common.bert.task import BertLanguagePairDataset, BertVocabularyTaskMixin
 from ptnmt_fairseq.common.compat import language_pair_dataset_class
 
 

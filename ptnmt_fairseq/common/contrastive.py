@@ -2,8 +2,8 @@
 
     L_ctr = - sum_i log [ exp(sim(R(x_i), R(y_i)) / tau) / sum_j exp(sim(R(x_i), R(y_j)) / tau) ]
 
-R is the average of the encoder states over the real tokens (the language token and </s>
-included, as in the authors' criterion), sim is the cosine similarity, the positive of a source
+R is the average of the encoder states over the real tokens (``common/modeling.py::masked_mean``;
+the language token and </s> included, as in the authors' criterion), sim is the cosine similarity, the positive of a source
 is its own translation and the negatives are the other translations in the batch. tau = 0.1 and
 the weight lambda = 1 are the authors' configs (the criterion's own defaults, 0 and 1, turn the
 loss off). Negatives are per process: under DDP each rank contrasts within its own batch, as in
@@ -14,14 +14,6 @@ import torch.nn.functional as F
 
 DEFAULT_TEMPERATURE = 0.1  # mRASP2 configs
 DEFAULT_LAMBDA = 1.0
-
-
-def masked_mean(states: torch.Tensor, padding_mask) -> torch.Tensor:
-    """Mean over time of T x B x C ``states``, ignoring padded steps (B x T, True = pad)."""
-    if padding_mask is None:
-        return states.mean(dim=0)
-    keep = (~padding_mask).t().unsqueeze(-1).to(states.dtype)  # T x B x 1
-    return (states * keep).sum(dim=0) / keep.sum(dim=0).clamp(min=1.0)
 
 
 def contrastive_loss(anchors: torch.Tensor, positives: torch.Tensor,

@@ -1,1 +1,1 @@
-from ptnmt_fairseq.mrasp2 import criterion  # noqa: F401  (registers with fairseq)
+from ptnmt_fairseq.mrasp2 import criterion, task  # noqa: F401  (register with fairseq)

@@ -18,9 +18,8 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterion, LabelSmoothedCrossEntropyCriterionConfig,
 )
 
-from ptnmt_fairseq.common.contrastive import (
-    DEFAULT_LAMBDA, DEFAULT_TEMPERATURE, contrastive_loss, masked_mean,
-)
+from ptnmt_fairseq.common.contrastive import DEFAULT_LAMBDA, DEFAULT_TEMPERATURE, contrastive_loss
+from ptnmt_fairseq.common.modeling import masked_mean
 
 
 @dataclass

@@ -18,11 +18,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+PLUGIN_DIR = Path(__file__).resolve().parents[1]
+
 
 def sentence_vectors(task, model, lines, lang, batch_size=64):
     from fairseq.data import data_utils
 
-    from ptnmt_fairseq.common.contrastive import masked_mean
+    from ptnmt_fairseq.common.modeling import masked_mean
     from ptnmt_fairseq.common.language_tokens import lang_tag_index
 
     d = task.dictionary
@@ -62,10 +64,15 @@ def main(argv=None):
     parser.add_argument("--path", required=True, help="checkpoint")
     parser.add_argument("--langs", nargs="+", required=True)
     parser.add_argument("--prefix", default="test.multiway")
+    parser.add_argument("--user-dir", default=str(PLUGIN_DIR),
+                        help="the fairseq plugin that registered the checkpoint's task and model")
     args = parser.parse_args(argv)
 
-    import ptnmt_fairseq  # noqa: F401  (compat fixes, registrations)
     from fairseq import checkpoint_utils
+    from fairseq.utils import import_user_module
+
+    # As fairseq-generate does with --user-dir: the compat fixes and every registration.
+    import_user_module(argparse.Namespace(user_dir=args.user_dir))
 
     models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task(
         [args.path], arg_overrides={"data": args.data})

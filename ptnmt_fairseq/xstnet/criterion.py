@@ -18,7 +18,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterion, LabelSmoothedCrossEntropyCriterionConfig,
 )
 
-from ptnmt_fairseq.common.speech_data import TASKS
+from ptnmt_fairseq.common.speech.dataset import TASKS
 
 
 @dataclass

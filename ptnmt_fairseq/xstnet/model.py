@@ -1,5 +1,5 @@
 """XSTNet: "End-to-end Speech Translation via Cross-modal Progressive Training" (Ye, Wang and Li,
-Interspeech 2021), as presented in the tutorial (``../shared/papers``, part IV).
+Interspeech 2021).
 
 One Transformer translates speech and text. Speech goes through wav2vec 2.0 (the acoustic
 encoder, fairseq's own ``Wav2Vec2Model`` from a fairseq checkpoint) and two stride-2
@@ -15,72 +15,28 @@ output projection. Tags select the task (Table 1 of the tutorial's XSTNet slide)
 The source tag is the first encoder token (``<audio>``'s embedding is prepended to the shrunk
 speech, as in the authors' NeurST code); the target tag is the decoder's first input token.
 
-Where the tutorial is silent the authors' code decides (``../shared/anchors/speech.md``):
-wav2vec 2.0 is fine-tuned by default (``--freeze-w2v`` to freeze), its input is the raw waveform
-without standardisation, the shrinker is 2 x Conv1d(kernel 5, stride 2) with GELU and 512
-channels, the Transformer is 6+6 layers, d=512, FFN 2048, 8 heads, pre-norm, dropout 0.1
-(ConST's ``xstnet_base``).
+Where the paper is silent the authors' code decides (ReneeYe/ConST,
+``models/speech_to_text/xstnet.py``, the author's fairseq port): wav2vec 2.0 is fine-tuned by
+default (``--freeze-w2v`` to freeze), its input is the raw waveform without standardisation, the
+shrinker is 2 x Conv1d(kernel 5, stride 2) with GELU and 512 channels, the Transformer is 6+6
+layers, d=512, FFN 2048, 8 heads, pre-norm, dropout 0.1 (ConST's ``xstnet_base``).
 """
 import logging
-from contextlib import nullcontext
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from fairseq import checkpoint_utils
 from fairseq.models import FairseqEncoder, register_model, register_model_architecture
 from fairseq.models.transformer import (
     TransformerConfig, TransformerDecoderBase, TransformerEncoderBase, TransformerModel,
     base_architecture,
 )
-from fairseq.models.wav2vec import Wav2Vec2Config, Wav2Vec2Model
-from omegaconf import OmegaConf
 
 from ptnmt_fairseq.common.language_tokens import AUDIO_TAG, tag_index
+from ptnmt_fairseq.common.modeling import log_parameter_counts, padding_mask
+from ptnmt_fairseq.common.speech.wav2vec2 import wav2vec2_frames, wav2vec2_from_args
 
 logger = logging.getLogger(__name__)
-
-
-def load_wav2vec2(path):
-    """fairseq's ``Wav2Vec2Model`` and its config from a wav2vec 2.0 checkpoint.
-
-    Takes a self-supervised checkpoint (``wav2vec_small.pt``, or one written by fairseq's
-    ``audio_pretraining`` task) or a CTC fine-tuned one (``wav2vec_small_960h.pt``, whose encoder
-    sits under ``w2v_encoder.w2v_model.``). The config comes from ``cfg.model``, never from the old
-    ``args`` Namespace, which lacks fields fairseq 0.12 needs (anchors/speech.md, pitfall 4).
-    """
-    try:
-        state = checkpoint_utils.load_checkpoint_to_cpu(path)
-    except FileNotFoundError as error:
-        raise FileNotFoundError(f"--w2v-path {path}: no such wav2vec 2.0 checkpoint") from error
-    model_cfg = state["cfg"]["model"]
-    weights, prefix = state["model"], ""
-    if model_cfg.get("_name") in ("wav2vec_ctc", "wav2vec_seq2seq"):
-        model_cfg, prefix = model_cfg["w2v_args"]["model"], "w2v_encoder.w2v_model."
-    if model_cfg.get("_name") not in ("wav2vec2", None):
-        raise ValueError(f"--w2v-path {path}: a {model_cfg.get('_name')!r} checkpoint, "
-                         "not wav2vec 2.0")
-    config = OmegaConf.to_container(model_cfg, resolve=True)
-    model = build_wav2vec2(config)
-    weights = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if missing:
-        raise ValueError(f"--w2v-path {path}: the checkpoint lacks {missing[:5]} ...")
-    return model, config
-
-
-def build_wav2vec2(config: dict) -> Wav2Vec2Model:
-    known = {k: v for k, v in config.items() if k in Wav2Vec2Config.__dataclass_fields__}
-    model = Wav2Vec2Model.build_model(Wav2Vec2Config(**known), task=None)
-    # Fine-tuning never uses the quantiser or the contrastive projections; removing them keeps
-    # DDP from waiting for gradients that never come.
-    model.remove_pretraining_modules()
-    return model
-
-
-def padding_mask(lengths, max_length):
-    """B x max_length, True at padded steps."""
-    return torch.arange(max_length, device=lengths.device)[None, :] >= lengths[:, None]
 
 
 class Shrinker(nn.Module):
@@ -140,16 +96,7 @@ class XSTNetEncoder(FairseqEncoder):
 
     def acoustic_features(self, waveform, lengths):
         """wav2vec 2.0 then the shrinker: B x samples -> (B x steps x d, steps)."""
-        pad_mask = padding_mask(lengths, waveform.size(1))
-        with torch.no_grad() if self.freeze_w2v else nullcontext():
-            out = self.wav2vec2.extract_features(
-                waveform, pad_mask if pad_mask.any() else None, mask=False
-            )
-        frames = out["x"]
-        if out["padding_mask"] is None:  # no padding in the batch (anchors, pitfall 3)
-            frame_lengths = lengths.new_full(lengths.shape, frames.size(1))
-        else:
-            frame_lengths = (~out["padding_mask"]).sum(1)
+        frames, frame_lengths = wav2vec2_frames(self.wav2vec2, waveform, lengths, self.freeze_w2v)
         return self.shrinker(frames, frame_lengths)
 
     def forward(self, src_tokens, src_lengths, return_all_hiddens=False, **kwargs):
@@ -190,24 +137,15 @@ class XSTNetModel(TransformerModel):
     def build_model(cls, args, task):
         xstnet_base(args)
         dictionary = task.target_dictionary  # one dictionary for source and target text
-        if getattr(args, "w2v_config", None):
-            # Rebuilt from a checkpoint: the weights come from it, not from --w2v-path.
-            wav2vec2, config = build_wav2vec2(args.w2v_config), args.w2v_config
-        elif getattr(args, "w2v_path", None):
-            wav2vec2, config = load_wav2vec2(args.w2v_path)
-        else:
-            raise ValueError("XSTNet needs --w2v-path, a fairseq wav2vec 2.0 checkpoint")
-        args.w2v_config = config  # saved with the model, so generation needs no --w2v-path
+        wav2vec2 = wav2vec2_from_args(args, "XSTNet")
         cfg = TransformerConfig.from_namespace(args)
         embed_tokens = cls.build_embedding(args, dictionary, args.encoder_embed_dim)
         encoder = XSTNetEncoder(args, dictionary,
                                 TransformerEncoderBase(cfg, dictionary, embed_tokens), wav2vec2)
         decoder = TransformerDecoderBase(cfg, dictionary, embed_tokens)
         model = cls(args, encoder, decoder)
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in model.parameters())
-        logger.info(f"XSTNet: {trainable:,} trainable parameters of {total:,} "
-                    f"(wav2vec 2.0 {'frozen' if args.freeze_w2v else 'fine-tuned'})")
+        log_parameter_counts(
+            model, "XSTNet", f"wav2vec 2.0 {'frozen' if args.freeze_w2v else 'fine-tuned'}")
         return model
 
     def max_positions(self):

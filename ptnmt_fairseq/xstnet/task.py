@@ -2,7 +2,7 @@
 
 Data (``DATA``): ``config.yaml`` in fairseq's speech-to-text format (``vocab_filename``,
 ``bpe_tokenizer``, ``audio_root``, ``use_sample_rate``) and one manifest per split,
-``DATA/<split>.tsv`` (``ptnmt_fairseq/common/speech_data.py``). ``--external-mt FILE.tsv`` adds
+``DATA/<split>.tsv`` (``ptnmt_fairseq/common/speech/dataset.py``). ``--external-mt FILE.tsv`` adds
 text-only MT pairs (D_MT-ext) to the training split.
 
 Progressive training (XSTNet, "Don't stop training D_MT-ext"), both stages through fairseq-train:
@@ -37,9 +37,8 @@ from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
 from ptnmt_fairseq.common.language_tokens import AUDIO_TAG, TagAsBosGenerationMixin, tag_index
-from ptnmt_fairseq.common.speech_data import (
-    SPEECH_TASKS, TASKS, SpeechTextTripleDataset, load_split, resolve_audio_root,
-)
+from ptnmt_fairseq.common.speech.audio import resolve_audio_root
+from ptnmt_fairseq.common.speech.dataset import SPEECH_TASKS, TASKS, SpeechTextTripleDataset, load_split
 
 logger = logging.getLogger(__name__)
 

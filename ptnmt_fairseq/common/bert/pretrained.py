@@ -1,6 +1,6 @@
 """Loading pre-trained HuggingFace BERTs offline, by hub name or local path.
 
-Every method that consumes a BERT (AB-Net, C-MLM, CTNMT, BERT-fused) resolves it here, so the
+Every method that consumes a BERT (AB-Net, C-MLM, CTNMT, BERT-fused) loads it here, so the
 rules are the same everywhere:
 
 * a local directory (``config.json`` + weights + ``vocab.txt``) is used as is;
@@ -90,3 +90,38 @@ def bert_vocab_file(name_or_path: str, option: str = "--bert") -> Path:
     if not vocab.is_file():
         raise FileNotFoundError(f"{option} {name_or_path}: no vocab.txt")
     return vocab
+
+
+def bert_option(args, option: str) -> str:
+    """The BERT named by ``--OPTION`` in ``args``; a ValueError naming the option when unset."""
+    value = getattr(args, option.lstrip("-").replace("-", "_"), None)
+    if not value:
+        raise ValueError(f"{option} is required: a HuggingFace BERT name or directory")
+    return value
+
+
+def check_bert_vocabulary(name_or_path: str, option: str, dictionary, role: str):
+    """Refuse a fairseq ``dictionary`` of the ``role`` side ("source"/"target") that is not this
+    BERT's ``vocab.txt`` line for line: the data's ids must be the BERT's embedding rows.
+    The ValueError names both files."""
+    from ptnmt_fairseq.common.bert.dictionary import check_matches_bert
+
+    check_matches_bert(dictionary, bert_vocab_file(name_or_path, option), role)
+
+
+def load_checked_bert(name_or_path: str, option: str, dictionary, role: str):
+    """``check_bert_vocabulary``, then ``load_bert_model``."""
+    check_bert_vocabulary(name_or_path, option, dictionary, role)
+    return load_bert_model(name_or_path, option)
+
+
+def load_masked_lm(name_or_path: str, option: str = "--bert"):
+    """(``BertForMaskedLM``, names of MLM-head weights the checkpoint lacks). A checkpoint saved
+    as a plain ``BertModel`` (e.g. all-MiniLM-L6-v2) has no head: transformers creates it fresh,
+    so those weights, and only those, must be trained."""
+    from transformers import BertForMaskedLM
+
+    masked_lm, info = BertForMaskedLM.from_pretrained(
+        resolve_bert(name_or_path, option), local_files_only=True, output_loading_info=True)
+    fresh = sorted(k for k in info["missing_keys"] if k.startswith("cls."))
+    return masked_lm, fresh

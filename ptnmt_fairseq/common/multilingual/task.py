@@ -1,5 +1,5 @@
 """``translation_multi_langtok``: many-to-many translation with language tokens (mRASP, mRASP2,
-and later LaSS).
+and later LaSS and CSP).
 
 DATA holds a joint sentencepiece model (``spm.model``), its fairseq dictionary (``dict.txt``,
 with a language token per language) and raw text per direction, ``<split>.<src>-<tgt>.<lang>``
@@ -11,9 +11,9 @@ temperature sampling, q_i ∝ (n_i / N)^(1/T) (``--sampling-temperature``). ``fa
 ``--ras-dicts`` and ``--ras-prob`` turn on random aligned substitution (mRASP) on the training
 sources: each epoch, source words found in the bilingual dictionaries are replaced with
 probability p by a translation in another language, before subword splitting, reproducibly
-from ``--seed`` and the epoch (``ptnmt_fairseq/common/aligned_substitution.py``).
-``--mono-langs`` adds mRASP2's aligned augmentation: monolingual text ``train.mono.<lang>``
-becomes (RAS(x), x) pairs with probability ``--aa-prob``.
+from ``--seed`` and the epoch (``ptnmt_fairseq/common/multilingual/ras.py``). That is mRASP.
+Subclasses add training corpora through ``extra_training_directions`` (mRASP2's aligned
+augmentation: ``ptnmt_fairseq/mrasp2/task.py``).
 """
 import logging
 from argparse import Namespace
@@ -28,11 +28,10 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
-from ptnmt_fairseq.common.aligned_substitution import AlignedDictionaries
+from ptnmt_fairseq.common.multilingual.ras import AlignedDictionaries
 from ptnmt_fairseq.common.language_tokens import TagAsBosGenerationMixin
-from ptnmt_fairseq.common.multilingual_data import (
-    MRASP_LANG_TOK, LangTokTranslationDataset, WordPieceCache, read_lines, read_parallel,
-    temperature_ratios,
+from ptnmt_fairseq.common.multilingual.dataset import (
+    MRASP_LANG_TOK, LangTokTranslationDataset, WordPieceCache, read_parallel, temperature_ratios,
 )
 
 logger = logging.getLogger(__name__)
@@ -57,11 +56,6 @@ class MultiLangTokConfig(FairseqDataclass):
                 "given as SRC-TGT:PATH; RAS is on when --ras-prob > 0"})
     ras_prob: float = field(default=0.0, metadata={
         "help": "probability of replacing a dictionary word (mRASP paper: 0.3)"})
-    mono_langs: str = field(default="", metadata={
-        "help": "aligned augmentation (mRASP2): languages whose monolingual text "
-                "DATA/train.mono.<lang> joins training as (RAS(x), x) pairs"})
-    aa_prob: float = field(default=0.9, metadata={
-        "help": "substitution probability of aligned augmentation (mRASP2 new_impl: 0.9)"})
     max_source_positions: int = field(default=1024, metadata={"help": "longest source"})
     max_target_positions: int = field(default=1024, metadata={"help": "longest target"})
     seed: int = II("common.seed")
@@ -77,15 +71,18 @@ class MultiLangTokTask(TagAsBosGenerationMixin, FairseqTask):
         self.dictionary, self.spm = dictionary, spm
         self.pieces = WordPieceCache(spm, dictionary)
         self.lang_pairs = parse_lang_pairs(cfg.lang_pairs) if cfg.lang_pairs else []
-        self.mono_langs = [l for l in cfg.mono_langs.split(",") if l.strip()]
-        uses_dicts = cfg.ras_prob > 0 or self.mono_langs
-        self.ras = AlignedDictionaries.from_option(cfg.ras_dicts) if uses_dicts else None
-        if uses_dicts and not self.ras.lookup:
-            raise ValueError("--ras-prob > 0 and --mono-langs need --ras-dicts")
-        for lang in self.mono_langs:
-            if not self.ras.target_languages(lang):
-                raise ValueError(f"--mono-langs {lang}: no dictionary in --ras-dicts starts with "
-                                 f"{lang} (aligned augmentation would leave its text unchanged)")
+        self.ras = None
+        if cfg.ras_prob > 0 or self.needs_ras_dicts():
+            self.ras = AlignedDictionaries.from_option(cfg.ras_dicts)
+            if not self.ras.lookup:
+                raise ValueError(f"{self.ras_users()} need --ras-dicts")
+
+    def needs_ras_dicts(self) -> bool:
+        """Whether a subclass substitutes words even with --ras-prob 0."""
+        return False
+
+    def ras_users(self) -> str:
+        return "--ras-prob > 0"
 
     @classmethod
     def setup_task(cls, cfg: MultiLangTokConfig, **kwargs):
@@ -116,15 +113,6 @@ class MultiLangTokTask(TagAsBosGenerationMixin, FairseqTask):
             template=self.cfg.lang_tok_template, ras=self.ras if training else None,
             ras_prob=self.cfg.ras_prob if training else 0.0, seed=self.cfg.seed, shuffle=training)
 
-    def aligned_augmentation(self, split, lang):
-        """mRASP2's AA: monolingual x becomes the pair (RAS(x), x), both sides in ``lang``."""
-        path = Path(self.cfg.data) / f"{split}.mono.{lang}"
-        lines = read_lines(path)
-        return LangTokTranslationDataset(
-            str(path.name), lines, lines, lang, lang, self.dictionary, self.pieces,
-            template=self.cfg.lang_tok_template, ras=self.ras, ras_prob=self.cfg.aa_prob,
-            seed=self.cfg.seed, shuffle=True)
-
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
         if self.cfg.source_lang and self.cfg.target_lang:  # one direction: generation
             self.datasets[split] = self.direction(split, self.cfg.source_lang,
@@ -136,8 +124,7 @@ class MultiLangTokTask(TagAsBosGenerationMixin, FairseqTask):
         directions = OrderedDict(
             (f"{s}-{t}", self.direction(split, s, t, training)) for s, t in self.lang_pairs)
         if training:
-            for lang in self.mono_langs:
-                directions[f"{lang}-{lang} (AA)"] = self.aligned_augmentation(split, lang)
+            directions.update(self.extra_training_directions(split))
         ratios = None
         if training and len(directions) > 1:
             ratios = temperature_ratios([len(d) for d in directions.values()],
@@ -147,6 +134,10 @@ class MultiLangTokTask(TagAsBosGenerationMixin, FairseqTask):
         self.datasets[split] = SampledMultiDataset(
             directions, sampling_ratios=ratios, seed=self.cfg.seed, epoch=epoch, split=split,
             shared_collater=True, shuffle=training)
+
+    def extra_training_directions(self, split) -> "OrderedDict[str, LangTokTranslationDataset]":
+        """More corpora for the training mix, sampled by temperature with the directions."""
+        return OrderedDict()
 
     def max_positions(self):
         return (self.cfg.max_source_positions, self.cfg.max_target_positions)

@@ -3,13 +3,14 @@
 mRASP (Lin et al., EMNLP 2020) replaces source words found in a bilingual dictionary, each with
 probability p, by a translation in another language; mRASP2's aligned augmentation applies the
 same to monolingual text, and CSP to one language pair. Substitution happens on words, before
-subword splitting, and is a pure function of (seed, epoch, sentence index): the same seed gives
-the same corpus, and every epoch a new one.
+subword splitting, and is a pure function of (seed, epoch, corpus): the same seed gives the same
+corpus, and every epoch a new one. ``EpochSubstitutions`` is the one implementation: training
+reads it, and so do the tests.
 
-Where the papers are silent the authors' code decides (``../shared/anchors/multilingual.md``):
-one target language is drawn per sentence among those with a dictionary for the source
-language, and a translation is drawn uniformly among a word's entries. p = 0.3 is the mRASP
-paper's value (the released ``replace_word.py`` used 0.15).
+Where the papers are silent the authors' code decides (linzehui/mRASP,
+``preprocess/tools/ras/replace_word.py``): one target language is drawn per sentence among those
+with a dictionary for the source language, and a translation is drawn uniformly among a word's
+entries. p = 0.3 is the mRASP paper's value (that script used 0.15).
 
 Dictionaries are MUSE-style word-pair files, one ``source<TAB>target`` pair per line (a single
 space, as in MUSE's own files, is accepted when the line has no tab). Their languages come from
@@ -110,25 +111,6 @@ def lookup_word(word: str, table: Dict[str, List[str]]):
     return translations, lead, trail, capitalised
 
 
-def substitute_word(entry, draw: float) -> str:
-    """The translation of a looked-up word for a uniform ``draw`` in [0, 1)."""
-    return format_translation(entry, int(draw * len(entry[0])))
-
-
-def substitute(words: Sequence[str], table: Dict[str, List[str]], prob: float,
-               rng: np.random.Generator) -> Tuple[List[str], int]:
-    """Each word with an entry in ``table`` is replaced with probability ``prob`` (Sec. 2.2,
-    mRASP) by a uniformly drawn translation. Returns the new words and the number replaced."""
-    out, replaced = list(words), 0
-    replace, pick = rng.random(len(words)) < prob, rng.random(len(words))
-    for i, word in enumerate(words):
-        entry = lookup_word(word, table) if replace[i] else None
-        if entry is not None:
-            out[i] = substitute_word(entry, pick[i])
-            replaced += 1
-    return out, replaced
-
-
 class EpochSubstitutions:
     """RAS of a whole corpus for one epoch at a time, drawn in bulk.
 
@@ -211,21 +193,3 @@ def format_translation(entry, option: int) -> str:
     if capitalised:
         choice = choice[:1].upper() + choice[1:]
     return lead + choice + trail
-
-
-def sentence_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """The random stream of one sentence in one epoch: reproducible, independent of order."""
-    return np.random.default_rng([seed, epoch, index])
-
-
-def random_aligned_substitution(words: Sequence[str], lang: str,
-                                dictionaries: AlignedDictionaries, prob: float,
-                                rng: np.random.Generator) -> Tuple[List[str], int, str]:
-    """RAS of one sentence: one target language drawn among those with a ``lang`` dictionary.
-    Returns (words, number replaced, the language drawn or '' when there is none)."""
-    languages = dictionaries.target_languages(lang)
-    if not languages or prob <= 0:
-        return list(words), 0, ""
-    other = languages[int(rng.integers(len(languages)))]
-    out, replaced = substitute(words, dictionaries.lookup[lang][other], prob, rng)
-    return out, replaced, other

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from fairseq.data import data_utils
 
-from ptnmt_fairseq.common.aligned_substitution import AlignedDictionaries, EpochSubstitutions
+from ptnmt_fairseq.common.multilingual.ras import AlignedDictionaries, EpochSubstitutions
 from ptnmt_fairseq.common.language_tokens import lang_tag_index, shift_right
 from ptnmt_fairseq.common.paired_sizes import PairedSizesDataset
 

@@ -17,7 +17,7 @@ from fairseq.data import LanguagePairDataset, data_utils
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask, load_langpair_dataset
 
-from ptnmt_fairseq.common.bert_dictionary import BertDictionary, check_binarized_ids
+from ptnmt_fairseq.common.bert.dictionary import BertDictionary, check_binarized_ids
 from ptnmt_fairseq.common.compat import language_pair_dataset_class
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,42 @@
+"""Small model helpers shared by every family: padding masks, pooling, parameter counts."""
+import logging
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def padding_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
+    """B x ``max_length`` bool mask, True at padded steps, from B ``lengths``."""
+    return torch.arange(max_length, device=lengths.device)[None, :] >= lengths[:, None]
+
+
+def masked_mean(states: torch.Tensor, padding: torch.Tensor = None) -> torch.Tensor:
+    """Sentence embeddings: the mean over time of T x B x C ``states``, ignoring padded steps
+    (``padding``: B x T, True = pad; None = no padding). Returns B x C.
+
+    mRASP2's pooling (PANXiao1994/mRASP2, ``label_smoothed_cross_entropy_with_contrastive.py``:
+    the mean over non-pad steps), used by its contrastive loss and by sentence retrieval."""
+    if padding is None:
+        return states.mean(dim=0)
+    keep = (~padding).t().unsqueeze(-1).to(states.dtype)  # T x B x 1
+    return (states * keep).sum(dim=0) / keep.sum(dim=0).clamp(min=1.0)
+
+
+def count_parameters(model: torch.nn.Module):
+    """(trainable, total) number of parameters."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total
+
+
+def log_parameter_counts(model: torch.nn.Module, name: str, detail: str = "") -> str:
+    """Log and print ``NAME: T trainable parameters of N (P%)``, so a user sees at start what
+    is frozen; returns the line."""
+    trainable, total = count_parameters(model)
+    message = f"{name}: {trainable:,} trainable parameters of {total:,} ({100 * trainable / total:.1f}%)"
+    if detail:
+        message += f", {detail}"
+    logger.info(message)
+    print(message, flush=True)
+    return message

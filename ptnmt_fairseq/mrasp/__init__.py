@@ -1,1 +1,0 @@
-from ptnmt_fairseq.mrasp import task  # noqa: F401  (registers with fairseq)
