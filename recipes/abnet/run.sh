@@ -17,32 +17,24 @@
 #                                 --stop-time-hours training budget)
 #   SKIP_GENERATE=1               train only
 #
-# Paper settings (Sec. 4.1 and the authors' README), for GPUs:
+# Paper settings (Guo et al. 2020, Sec. 4.1, and the README of lemmonation/abnet), for GPUs:
 #   IWSLT14 De-En: SRC_BERT=bert-base-german-cased TGT_BERT=bert-base-uncased ARCH_SIZE=iwslt
 #     (d_Aenc 512), Adam (0.9, 0.98), lr 5e-4, inverse_sqrt, warmup 4000, label smoothing 0.1,
 #     ~4096 tokens/update, 200k updates; decode --iter-decode-max-iter 9 (T=10 passes)
 #     --iter-decode-with-beam 4 (B=4), average the last 10 checkpoints.
 #   WMT14 En-De: bert-base-cased / bert-base-german-cased, ARCH_SIZE=base (d_Aenc 2048),
 #     2048 tokens x 2 x 8 GPUs, 500k updates, DISTILL=1.
-set -euo pipefail
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-[ "$#" -ge 1 ] || { sed -n 2,24p "$0" >&2; exit 2; }
-work="$1"; shift
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+set_workdir "$@"; shift
 systems=("${@:-abnet}")
-python="${PYTHON:-$repo/.venv/bin/python}"
-bin="$(dirname "$python")"
 src="${SRC:-de}"; tgt="${TGT:-en}"
 src_bert="${SRC_BERT:-all-MiniLM-L6-v2}"; tgt_bert="${TGT_BERT:-all-MiniLM-L6-v2}"
 size="${ARCH_SIZE:-tiny}"
 max_update="${MAX_UPDATE:-600}"; max_tokens="${MAX_TOKENS:-2048}"
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-plugin="$repo/ptnmt_fairseq"
-lang_other=$([ "$src" = en ] && echo "$tgt" || echo "$src")
-mkdir -p "$work"
+lang_other="$(non_english_side "$src" "$tgt")"
 
 prepare() {
-    [ -f "$work/raw/test.en-$lang_other.en" ] || \
-        MAX_TRAIN="${MAX_TRAIN:-}" PYTHON="$python" bash "$repo/examples/data/prepare_gettext.sh" "$work/raw" "$lang_other"
+    prepare_gettext "$work/raw" "$lang_other"
     # gettext names files by the English-centric pair; give them the direction's names.
     mkdir -p "$work/pair"
     for split in train valid test; do
@@ -97,7 +89,7 @@ train_system() {  # SYSTEM DATA_DIR SAVE_DIR
     esac
     "$bin/fairseq-train" "$data" "${common_train[@]}" "${args[@]}" --save-dir "$save" \
         ${TRAIN_EXTRA:-} 2>&1 | grep -E "trainable parameters|train_inner|done training|Error" || true
-    [ -f "$save/checkpoint_last.pt" ] || { echo "$system: training failed" >&2; exit 1; }
+    [ -f "$save/checkpoint_last.pt" ] || die "$system: training failed"
 }
 
 generate_args() {  # SYSTEM -> task + decoding options
@@ -147,9 +139,8 @@ for system in "${systems[@]}"; do
     [ "${SKIP_GENERATE:-0}" = 1 ] && continue
     echo "== generate $system"
     # shellcheck disable=SC2046
-    "$bin/fairseq-generate" "$(data_for "$system")" --user-dir "$plugin" --cpu --gen-subset test \
-        --path "$work/$system/checkpoint_last.pt" --batch-size 32 $(generate_args "$system") ${GEN_EXTRA:-} \
-        > "$work/$system/test.gen" 2> "$work/$system/test.log"
+    generate_logged "$work/$system/test.gen" "$(data_for "$system")" --gen-subset test \
+        --path "$work/$system/checkpoint_last.pt" --batch-size 32 $(generate_args "$system")
     echo -n "$system $src->$tgt test: "
-    "$python" -m ptnmt_fairseq.common.scoring "$work/$system/test.gen" --subword wordpiece 2>/dev/null
+    score "$work/$system/test.gen" --subword wordpiece
 done

@@ -25,8 +25,7 @@
 # of fairseq-generate -s SRC -t TGT; the target language token is the decoder's first input,
 # never --prefix-size), written to WORKDIR/<model>/t<MAX_EVAL>.<src>-<tgt>.gen.
 #
-# Environment (CPU-sized defaults: about 5 minutes for the default steps on 2 cores, 9 for `all`;
-# estimated from the measured run below):
+# Environment (CPU-sized defaults):
 #   LANGS="de fr ro"                         non-English languages of the corpus
 #   PRETRAIN_PAIRS=en-de,de-en,en-fr,fr-en   pre-training directions (temperature-sampled, T=2)
 #   FINETUNE_PAIRS="en-de en-ro"             fine-tuned (and evaluated) directions
@@ -41,8 +40,14 @@
 #   VALID_STEPS=N  MAX_EVAL=N    validation batches (default 10); test lines decoded (default 100)
 #   BEAM=N                       beam size (default 5)
 #   TRAIN_EXTRA, GEN_EXTRA       extra fairseq-train / fairseq-generate options (word-split)
+# Models this small and this short produce mostly repetitions: benchmarks/mrasp.py is the
+# controlled comparison; measured runs are in the README and benchmarks/results/mrasp.json.
 #
-# Paper settings (Lin et al. 2020, linzehui/mRASP; see ../shared/anchors/multilingual.md), GPUs:
+# Paper settings (Lin et al., EMNLP 2020; linzehui/mRASP: the RAS probability and dictionary size
+# from the paper vs preprocess/tools/ras/replace_word.py, pre-training from
+# experiments/example/configs/train/pre-train/transformer_big.yml and train/pre-train.sh,
+# fine-tuning from experiments/fine-tune-configs/en2{de,fr,ro}_config.yml, decoding from
+# experiments/example/configs/eval/en2de_eval.yml, scores from README.md), GPUs:
 #   PC32 (32 English-centric pairs, 64 directions); transformer_wmt_en_de_big 6+6 d1024 (GELU,
 #   learned positions, shared embeddings); RAS p 0.3 over the top 1000 words (paper; the code's
 #   replace_word.py uses 0.15 over 2000), MUSE en-xx dictionaries, substituted copies appended to
@@ -54,131 +59,51 @@
 #     VOCAB_SIZE=32000 MAX_TOKENS=4096 LR_PRE=5e-4 WARMUP_PRE=4000 MAX_UPDATE_PRE=100000
 #     LR_FT=1e-4 MAX_UPDATE_FT=40000 TRAIN_EXTRA="--dropout 0.2" GEN_EXTRA="--lenpen 0.5"
 #   Reported (README, tokenised BLEU): En->De 30.3, En->Fr 44.3, En->Ro 39.0, Ro->En 37.7.
-#
-# Measured (`all` with MAX_UPDATE_PRE=400 MAX_UPDATE_FT=200, gettext/FreeDict already
-# extracted, 2-core CPU shared with another job, torch 2.9.1, fairseq 0.12.3): 5m47s wall
-# (pre-training 84 s / 56 s of train_wall with / without RAS, the RAS run overlapping another
-# job on the same cores; benchmarks/mrasp.py measures 44 s vs 41 s; each fine-tuning 29-31 s, the rest
-# start-up, validation and decoding). Test (first 100 sentences), sacreBLEU:
-#   mRASP    ft.en-de 0.07, ft.en-ro 0.26;   baseline (no RAS)  base_ft.en-de 0.06, base_ft.en-ro 0.16
-#   (pre-training valid loss 8.641 with RAS vs 8.629 without). Models this small and this short
-#   produce mostly repetitions; see benchmarks/mrasp.py for the controlled comparison.
-set -euo pipefail
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-[ "$#" -ge 1 ] || { sed -n '2,/^set -euo pipefail/{/^set -euo/!p}' "$0" >&2; exit 2; }
-work="$1"; shift
-if [ "$#" -eq 0 ]; then steps=(prepare pretrain finetune evaluate); else steps=("$@"); fi
-[ "${steps[*]}" = all ] && steps=(prepare pretrain finetune evaluate baseline)
-python="${PYTHON:-$repo/.venv/bin/python}"
-bin="$(dirname "$python")"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+set_workdir "$@"; shift
+data="$work/data"; dicts="$work/dict"
 read -r -a langs <<< "${LANGS:-de fr ro}"
 pretrain_pairs="${PRETRAIN_PAIRS:-en-de,de-en,en-fr,fr-en}"
 read -r -a finetune_pairs <<< "${FINETUNE_PAIRS:-en-de en-ro}"
-ras_prob="${RAS_PROB:-0.3}"
 max_eval="${MAX_EVAL:-100}"
 max_update_pre="${MAX_UPDATE_PRE:-600}"; max_update_ft="${MAX_UPDATE_FT:-300}"
-warmup_pre="${WARMUP_PRE:-$(( max_update_pre / 10 > 0 ? max_update_pre / 10 : 1 ))}"
-warmup_ft="${WARMUP_FT:-$(( max_update_ft / 10 > 0 ? max_update_ft / 10 : 1 ))}"
-beam="${BEAM:-5}"
-arch_args="${ARCH_ARGS:---arch transformer --encoder-layers 2 --decoder-layers 2 --encoder-embed-dim 128 --decoder-embed-dim 128 --encoder-ffn-embed-dim 512 --decoder-ffn-embed-dim 512 --encoder-attention-heads 4 --decoder-attention-heads 4 --share-all-embeddings}"
-plugin="$repo/ptnmt_fairseq"
-mkdir -p "$work"
-work="$(cd "$work" && pwd)"; data="$work/data"; dicts="$work/dict"
+warmup_pre="${WARMUP_PRE:-$(tenth_of "$max_update_pre")}"
+warmup_ft="${WARMUP_FT:-$(tenth_of "$max_update_ft")}"
 
-score() {  # GEN: case-sensitive detokenised sacreBLEU of the D- lines against the T- lines
-    "$python" -m ptnmt_fairseq.common.scoring "$1" --detokenized 2> "${1%.gen}.score.log" \
-        || { echo "scoring $1 failed (see ${1%.gen}.score.log)" >&2; exit 1; }
-}
-
-prepare() {
-    [ -f "$work/raw/test.multiway.en" ] && [ -f "$work/raw/test.en-${langs[-1]}.en" ] || \
-        MAX_TRAIN="${MAX_TRAIN:-}" PYTHON="$python" bash "$repo/examples/data/prepare_gettext.sh" "$work/raw" "${langs[@]}"
-    [ -f "$data/dict.txt" ] || \
-        "$python" "$repo/examples/data/prepare_multilingual.py" "$work/raw" "$data" --langs "${langs[@]}" \
-            --vocab-size "${VOCAB_SIZE:-4000}"
-    local pairs=() lang
-    for lang in "${langs[@]}"; do
-        case "$lang" in  # FreeDict has no Romanian dictionary
-            de) pairs+=(eng-deu deu-eng) ;;
-            fr) pairs+=(eng-fra fra-eng) ;;
-        esac
-    done
-    [ -f "$dicts/en-de.txt" ] || PYTHON="$python" bash "$repo/examples/data/prepare_freedict.sh" "$dicts" "${pairs[@]}"
-    for lang in "${langs[@]}"; do
-        echo "en-$lang: $(wc -l < "$data/train.en-$lang.en") train, $(wc -l < "$data/test.en-$lang.en") test pairs"
-    done
-    echo "dictionaries: $(cd "$dicts" && wc -l ./*.txt | tr '\n' ' ')"
-}
-
-ras_dicts() {  # comma-separated dictionaries present in $dicts
-    local files=() f
-    for f in "$dicts"/*.txt; do files+=("$f"); done
-    (IFS=,; echo "${files[*]}")
-}
-
-train() {  # SAVE_DIR [options]: fairseq-train into $work/SAVE_DIR
-    local save="$work/$1"; shift
-    mkdir -p "$save"
-    # shellcheck disable=SC2086
-    "$bin/fairseq-train" "$data" --cpu --user-dir "$plugin" --task translation_multi_langtok \
-        $arch_args --criterion label_smoothed_cross_entropy --label-smoothing 0.1 \
-        --optimizer adam --adam-betas '(0.9,0.98)' --lr-scheduler inverse_sqrt \
-        --max-tokens "${MAX_TOKENS:-2000}" --max-valid-steps "${VALID_STEPS:-10}" \
-        --save-dir "$save" --no-epoch-checkpoints --no-progress-bar --log-format simple \
-        --log-interval 50 --seed 1 --num-workers 0 "$@" ${TRAIN_EXTRA:-} 2>&1 | tee -a "$save/train.log" \
-        | grep -E "trainable|\| train \||\| valid \||done training|Error" | sed -E 's/^.*\| (train|valid) \|/\1 |/' || true
-    [ -f "$save/checkpoint_best.pt" ] || { echo "$(basename "$save"): training failed (see $save/train.log)" >&2; exit 1; }
-}
-
-pretrain() {  # SAVE_DIR RAS_PROB
+pretrain() {  # MODEL RAS_PROB: PRETRAIN_PAIRS into $work/MODEL, with RAS when RAS_PROB > 0
     local ras=()
     if [ "$(awk -v p="$2" 'BEGIN { print (p > 0) }')" = 1 ]; then
-        ras=(--ras-dicts "$(ras_dicts)" --ras-prob "$2")
+        ras=(--ras-dicts "$(comma_list "$dicts"/*.txt)" --ras-prob "$2")
     fi
     echo "-- $1: $pretrain_pairs, RAS ${2}"
-    train "$1" --lang-pairs "$pretrain_pairs" "${ras[@]}" --lr "${LR_PRE:-1e-3}" \
+    train_multilingual translation_multi_langtok "$work/$1" "$data" --criterion label_smoothed_cross_entropy \
+        --lang-pairs "$pretrain_pairs" "${ras[@]}" --lr "${LR_PRE:-1e-3}" \
         --warmup-updates "$warmup_pre" --max-update "$max_update_pre"
 }
 
-finetune() {  # PRETRAINED_DIR PREFIX: PREFIX.<pair> for every FINETUNE_PAIRS direction
+finetune() {  # PRETRAINED PREFIX: $work/PREFIX.<pair> for every FINETUNE_PAIRS direction
     local pre="$work/$1/checkpoint_best.pt" pair
-    [ -f "$pre" ] || { echo "no $pre: run the pre-training step first" >&2; exit 1; }
+    [ -f "$pre" ] || die "no $pre: run the pre-training step first"
     for pair in "${finetune_pairs[@]}"; do
         echo "-- $2.$pair from $1"
-        train "$2.$pair" --lang-pairs "$pair" --finetune-from-model "$pre" --lr "${LR_FT:-5e-4}" \
+        train_multilingual translation_multi_langtok "$work/$2.$pair" "$data" --criterion label_smoothed_cross_entropy \
+            --lang-pairs "$pair" --finetune-from-model "$pre" --lr "${LR_FT:-5e-4}" \
             --warmup-updates "$warmup_ft" --max-update "$max_update_ft"
     done
 }
 
-decode() {  # MODEL_DIR SRC-TGT: $work/MODEL_DIR/t<MAX_EVAL>.SRC-TGT.gen and its BLEU
-    local model="$1" dir="$2" s t lang
-    s="${dir%-*}"; t="${dir#*-}"
-    for lang in "$s" "$t"; do
-        [ -f "$data/t$max_eval.$dir.$lang" ] || head -n "$max_eval" "$data/test.$dir.$lang" > "$data/t$max_eval.$dir.$lang"
-    done
-    local out="$work/$model/t$max_eval.$dir.gen"
-    # shellcheck disable=SC2086
-    "$bin/fairseq-generate" "$data" --user-dir "$plugin" --cpu --task translation_multi_langtok \
-        -s "$s" -t "$t" --gen-subset "t$max_eval" --path "$work/$model/checkpoint_best.pt" \
-        --beam "$beam" --max-tokens 4000 --scoring sacrebleu ${GEN_EXTRA:-} > "$out" 2> "${out%.gen}.log" \
-        || { echo "$model: fairseq-generate $dir failed (see ${out%.gen}.log)" >&2; exit 1; }
-    echo -n "$model $dir: "
-    score "$out"
-}
-
-evaluate() {  # PREFIX: decode PREFIX.<pair> on <pair>
+evaluate() {  # PREFIX: decode $work/PREFIX.<pair> on <pair>
     local pair
-    for pair in "${finetune_pairs[@]}"; do decode "$1.$pair" "$pair"; done
+    for pair in "${finetune_pairs[@]}"; do decode_multilingual "$data" "$work/$1.$pair" "$pair" "$max_eval"; done
 }
 
-for step in "${steps[@]}"; do
-    echo "== $step"
-    case "$step" in
-        prepare) prepare ;;
-        pretrain) pretrain pretrain "$ras_prob" ;;
-        finetune) finetune pretrain ft ;;
-        evaluate) evaluate ft ;;
-        baseline) pretrain base_pretrain 0; finetune base_pretrain base_ft; evaluate base_ft ;;
-        *) echo "unknown step $step (prepare pretrain finetune evaluate baseline all)" >&2; exit 2 ;;
-    esac
-done
+step_prepare() {
+    prepare_multilingual "$work/raw" "$data" "$dicts" "${langs[@]}"
+    echo "dictionaries: $(line_counts "$dicts")"
+}
+step_pretrain() { pretrain pretrain "${RAS_PROB:-0.3}"; }
+step_finetune() { finetune pretrain ft; }
+step_evaluate() { evaluate ft; }
+step_baseline() { pretrain base_pretrain 0; finetune base_pretrain base_ft; evaluate base_ft; }
+
+run_steps "prepare pretrain finetune evaluate" "prepare pretrain finetune evaluate baseline" "$@"

@@ -10,19 +10,15 @@
 #   5. fairseq-generate on the test split, print tokenised, lowercased BLEU (sacrebleu)
 #
 # Usage: recipes/quickstart/run.sh [WORKDIR]   (default: work/quickstart)
-# CPU-sized: about 8 minutes of training on 2 cores. MAX_UPDATE=N trains longer or shorter.
-set -euo pipefail
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-work="${1:-$repo/work/quickstart}"
-python="${PYTHON:-$repo/.venv/bin/python}"
-bin="$(dirname "$python")"
+# CPU-sized: 450 updates by default; MAX_UPDATE=N trains longer or shorter.
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+exit_on_help "$@"
+work="$(workdir "${1:-$repo/work/quickstart}")"
 bert="${BERT:-all-MiniLM-L6-v2}"
 max_update="${MAX_UPDATE:-450}"
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-mkdir -p "$work"
 
 echo "== 1. gettext en-de corpus -> $work/raw"
-PYTHON="$python" bash "$repo/examples/data/prepare_gettext.sh" "$work/raw" de
+prepare_gettext "$work/raw" de
 
 echo "== 2. WordPiece tokenisation with $bert"
 mkdir -p "$work/tok"
@@ -46,7 +42,7 @@ echo "== 4. BERT embeddings + fairseq-train"
 "$python" "$repo/examples/data/export_bert_embeddings.py" --bert "$bert" \
     --dict "$work/bin/dict.en.txt" "$work/bert_embeddings.txt"
 dim=$(head -n 1 "$work/bert_embeddings.txt" | cut -d' ' -f2)
-"$bin/fairseq-train" "$work/bin" --user-dir "$repo/ptnmt_fairseq" --cpu \
+"$bin/fairseq-train" "$work/bin" --user-dir "$plugin" --cpu \
     --arch transformer --encoder-layers 2 --decoder-layers 2 \
     --encoder-embed-dim "$dim" --decoder-embed-dim "$dim" \
     --encoder-ffn-embed-dim 768 --decoder-ffn-embed-dim 768 \
@@ -58,12 +54,12 @@ dim=$(head -n 1 "$work/bert_embeddings.txt" | cut -d' ' -f2)
     --max-tokens 2048 --max-update "$max_update" --save-dir "$work/checkpoints" \
     --no-epoch-checkpoints --disable-validation --no-progress-bar --log-interval 50 \
     --seed 1 2>&1 | grep -E "train_inner|done training|num. shared|model params" || true
-[ -f "$work/checkpoints/checkpoint_last.pt" ] || { echo "training failed: no checkpoint" >&2; exit 1; }
+[ -f "$work/checkpoints/checkpoint_last.pt" ] || die "training failed: no checkpoint"
 
 echo "== 5. fairseq-generate + BLEU"
-"$bin/fairseq-generate" "$work/bin" --user-dir "$repo/ptnmt_fairseq" --cpu \
+"$bin/fairseq-generate" "$work/bin" --user-dir "$plugin" --cpu \
     --path "$work/checkpoints/checkpoint_last.pt" --gen-subset test --beam 4 --batch-size 64 --max-len-a 1.5 --max-len-b 5 \
     > "$work/generate.test.txt" 2> "$work/generate.log"
 echo "test sentences: $(grep -c '^H-' "$work/generate.test.txt")"
 echo -n "en->de quickstart, tokenised lowercased "
-"$python" -m ptnmt_fairseq.common.scoring "$work/generate.test.txt" --subword wordpiece 2>/dev/null
+score "$work/generate.test.txt" --subword wordpiece

@@ -21,7 +21,7 @@
 # (sacrebleu.corpus_bleu on the D-/T- lines, the same for all systems); WER is on lowercased
 # words with punctuation removed.
 #
-# Environment (CPU-sized defaults: about 6 minutes for the default steps on 2 cores, 11 for `all`):
+# Environment (CPU-sized defaults):
 #   SRC=en TGT=fr                 direction; SRC is spoken (the gettext corpus is English-centric)
 #   MAX_SPEECH=N  MAX_EVAL=N      speech triples for train / valid and test (default 2000, 200)
 #   MAX_TRAIN=N                   cap the gettext training pairs (the external MT; default: all)
@@ -40,8 +40,10 @@
 #   BEAM=N                        beam size (default 5)
 #   TRAIN_EXTRA, GEN_EXTRA        extra fairseq-train / fairseq-generate options (word-split)
 #
-# Paper settings (Ye et al. 2021 and the author's fairseq port ReneeYe/ConST; see
-# ../shared/anchors/speech.md), for GPUs on MuST-C:
+# Paper settings (Ye et al., Interspeech 2021; ReneeYe/XSTNet: README.md and config/model_config.yml
+# for wav2vec 2.0 and the shrinker; the author's fairseq port ReneeYe/ConST: the xstnet_base
+# architecture, ConST/scripts/train_en2x.sh for the optimiser and batches, README.md for decoding),
+# for GPUs on MuST-C:
 #   W2V_PATH=wav2vec_small.pt (self-supervised Base, fine-tuned, raw waveform, no normalisation);
 #   ARCH=xstnet: shrinker 2x Conv1d kernel 5 stride 2 -> 512, 6+6 layers, d512, FFN 2048,
 #   8 heads, pre-norm, dropout 0.1; joint spm unigram 10k (VOCAB_SIZE=10000) + <lang:xx> tags;
@@ -51,37 +53,21 @@
 #   e.g. W2V_PATH=wav2vec_small.pt ARCH=xstnet VOCAB_SIZE=10000 MAX_TOKENS=1000000 \
 #        LR_MT=5e-4 LR_ST=1e-4 WARMUP_MT=4000 WARMUP_ST=25000 BEAM=10 TRAIN_EXTRA="--update-freq 2"
 #   Reported MuST-C En-De tst-COMMON BLEU: 25.5 (XSTNet base), 27.8 (expand, + external MT).
-#
-# Measured with the defaults (`all`, 2-core CPU, torch 2.9.1, fairseq 0.12.3): 11m11s wall
-# (prepare 25 s, w2v 20 s, stage1 80 s, stage2 160 s, st_only 150 s, asr 141 s of fairseq-train,
-# the rest start-up and decoding). Test (200 sentences), sacreBLEU / WER: XSTNet ST 0.46, ASR WER
-# 104, MT 3.61; stage-1 MT 3.64; ST-only 0.20; cascade 0.05 (its ASR: WER 104). Models this small
-# and this short do not learn speech yet; see benchmarks/xstnet.py for the controlled comparison.
-set -euo pipefail
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-[ "$#" -ge 1 ] || { sed -n 2,59p "$0" >&2; exit 2; }
-work="$1"; shift
-if [ "$#" -eq 0 ]; then steps=(prepare w2v stage1 stage2 evaluate); else steps=("$@"); fi
-[ "${steps[*]}" = all ] && steps=(prepare w2v stage1 stage2 evaluate st_only cascade)
-python="${PYTHON:-$repo/.venv/bin/python}"
-bin="$(dirname "$python")"
+# Models this small and this short do not learn speech yet: benchmarks/xstnet.py is the
+# controlled comparison; measured runs are in the README and benchmarks/results/xstnet.json.
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+set_workdir "$@"; shift
+data="$work/data"
 src="${SRC:-en}"; tgt="${TGT:-fr}"
 max_speech="${MAX_SPEECH:-2000}"; max_eval="${MAX_EVAL:-200}"
-arch="${ARCH:-xstnet_tiny}"
 max_update_mt="${MAX_UPDATE_MT:-800}"; max_update_st="${MAX_UPDATE_ST:-800}"
-warmup_mt="${WARMUP_MT:-$(( max_update_mt / 10 > 0 ? max_update_mt / 10 : 1 ))}"
-warmup_st="${WARMUP_ST:-$(( max_update_st / 10 > 0 ? max_update_st / 10 : 1 ))}"
-max_tokens="${MAX_TOKENS:-400000}"; max_tokens_text="${MAX_TOKENS_TEXT:-2000}"
-beam="${BEAM:-5}"
-plugin="$repo/ptnmt_fairseq"
-lang_other=$([ "$src" = en ] && echo "$tgt" || echo "$src")
-mkdir -p "$work"
-work="$(cd "$work" && pwd)"; data="$work/data"
+warmup_mt="${WARMUP_MT:-$(tenth_of "$max_update_mt")}"
+warmup_st="${WARMUP_ST:-$(tenth_of "$max_update_st")}"
+lang_other="$(non_english_side "$src" "$tgt")"
 w2v="${W2V_PATH:-$work/w2v/checkpoint_best.pt}"
 
 prepare() {
-    [ -f "$work/raw/test.en-$lang_other.en" ] || \
-        MAX_TRAIN="${MAX_TRAIN:-}" PYTHON="$python" bash "$repo/examples/data/prepare_gettext.sh" "$work/raw" "$lang_other"
+    prepare_gettext "$work/raw" "$lang_other"
     if [ ! -f "$data/test.tsv" ]; then
         # the first MAX_SPEECH train / MAX_EVAL valid and test lines get speech
         mkdir -p "$work/speech_text"
@@ -103,71 +89,62 @@ prepare() {
 
 pretrain_w2v() {
     if [ -n "${W2V_PATH:-}" ]; then
-        [ -f "$W2V_PATH" ] || { echo "W2V_PATH=$W2V_PATH does not exist" >&2; exit 1; }
+        [ -f "$W2V_PATH" ] || die "W2V_PATH=$W2V_PATH does not exist"
         echo "using $W2V_PATH"; return
     fi
     [ -f "$work/w2v/checkpoint_best.pt" ] && { echo "using $work/w2v/checkpoint_best.pt"; return; }
     MAX_UPDATE="${W2V_UPDATE:-200}" PYTHON="$python" bash "$repo/examples/data/pretrain_wav2vec2.sh" \
         "$data" "$work/w2v" | grep -E "valid on|done training|Error" || true
-    [ -f "$work/w2v/checkpoint_best.pt" ] || { echo "wav2vec 2.0 pre-training failed (see $work/w2v/train.log)" >&2; exit 1; }
+    [ -f "$work/w2v/checkpoint_best.pt" ] || die "wav2vec 2.0 pre-training failed (see $work/w2v/train.log)"
 }
 
-common_train=(--cpu --user-dir "$plugin" --task xstnet --arch "$arch" --w2v-path "$w2v"
+common_train=(--task xstnet --arch "${ARCH:-xstnet_tiny}" --w2v-path "$w2v"
     --criterion xstnet_multitask --label-smoothing 0.1 --optimizer adam --adam-betas '(0.9,0.98)'
-    --lr-scheduler inverse_sqrt --clip-norm 10 --max-tokens "$max_tokens" --max-tokens-text "$max_tokens_text"
-    --skip-bad-audio --no-epoch-checkpoints --no-progress-bar --log-format simple --log-interval 20
-    --seed 1 --num-workers 0)
-[ "${FREEZE_W2V:-0}" = 1 ] && common_train+=(--freeze-w2v)
+    --lr-scheduler inverse_sqrt --clip-norm 10 --max-tokens "${MAX_TOKENS:-400000}"
+    --max-tokens-text "${MAX_TOKENS_TEXT:-2000}" --skip-bad-audio --log-interval 20)
+if [ "${FREEZE_W2V:-0}" = 1 ]; then common_train+=(--freeze-w2v); fi
 
 train_system() {  # SYSTEM: fairseq-train into $work/SYSTEM
-    local system="$1" save="$work/$1" args
-    [ -f "$w2v" ] || { echo "no wav2vec 2.0 checkpoint $w2v: run the w2v step or set W2V_PATH" >&2; exit 1; }
+    local system="$1" args
+    [ -f "$w2v" ] || die "no wav2vec 2.0 checkpoint $w2v: run the w2v step or set W2V_PATH"
     case "$system" in
         stage1)  # MT pre-training on the triples' text and the external pairs; no audio is read
             args=(--train-tasks mt --external-mt train_mt.tsv --lr "${LR_MT:-1e-3}"
                   --warmup-updates "$warmup_mt" --max-update "$max_update_mt") ;;
         stage2)  # "don't stop training D_MT-ext": external MT stays in the mix
-            [ -f "$work/stage1/checkpoint_best.pt" ] || { echo "run stage1 first" >&2; exit 1; }
+            [ -f "$work/stage1/checkpoint_best.pt" ] || die "run stage1 first"
             args=(--train-tasks st,asr,mt --external-mt train_mt.tsv
                   --external-mt-ratio "${EXTERNAL_MT_RATIO:-0.25}"
                   --finetune-from-model "$work/stage1/checkpoint_best.pt") ;;
         st_only) args=(--train-tasks st) ;;
         asr)     args=(--train-tasks asr) ;;
-        *) echo "unknown system $system" >&2; exit 2 ;;
+        *) die "unknown system $system" ;;
     esac
-    [ "$system" != stage1 ] && args+=(--lr "${LR_ST:-1e-3}" --warmup-updates "$warmup_st" --max-update "$max_update_st")
-    mkdir -p "$save"
-    # shellcheck disable=SC2086
-    "$bin/fairseq-train" "$data" "${common_train[@]}" "${args[@]}" --save-dir "$save" \
-        ${TRAIN_EXTRA:-} 2>&1 | tee -a "$save/train.log" \
-        | grep -E "trainable|\| train \||\| valid \||done training|Error" | sed -E 's/^.*\| (train|valid) \|/\1 |/' || true
-    [ -f "$save/checkpoint_best.pt" ] || { echo "$system: training failed (see $save/train.log)" >&2; exit 1; }
+    if [ "$system" != stage1 ]; then
+        args+=(--lr "${LR_ST:-1e-3}" --warmup-updates "$warmup_st" --max-update "$max_update_st")
+    fi
+    train_logged "$work/$system" "$data" "${common_train[@]}" "${args[@]}"
 }
 
-decode() {  # SYSTEM TASK SUBSET [fairseq-generate options]: $work/SYSTEM/SUBSET.TASK.gen
+decode() {  # SYSTEM TASK SUBSET [fairseq-generate options]: $work/SYSTEM/SUBSET.TASK.gen, scored
     local system="$1" task="$2" subset="$3"; shift 3
     local out="$work/$system/$subset.$task.gen" scoring=sacrebleu
-    [ "$task" = asr ] && scoring=wer
-    # shellcheck disable=SC2086
-    "$bin/fairseq-generate" "$data" --user-dir "$plugin" --cpu --task xstnet --eval-task "$task" \
-        --gen-subset "$subset" --path "$work/$system/checkpoint_best.pt" --max-tokens 500000 \
-        --beam "$beam" --scoring "$scoring" "$@" ${GEN_EXTRA:-} > "$out" 2> "${out%.gen}.log" \
-        || { echo "$system: fairseq-generate failed (see ${out%.gen}.log)" >&2; exit 1; }
+    if [ "$task" = asr ]; then scoring=wer; fi
+    generate_logged "$out" "$data" --task xstnet --eval-task "$task" --gen-subset "$subset" \
+        --path "$work/$system/checkpoint_best.pt" --max-tokens 500000 --beam "${BEAM:-5}" \
+        --scoring "$scoring" "$@"
     echo -n "$system $task $subset: "
-    score "$out" "$task"
+    score_task "$out" "$task"
 }
 
-score() {  # GEN TASK: sacreBLEU (st, mt) or WER (asr) of the D- lines against the T- lines
-    local metric=bleu
-    [ "$2" = asr ] && metric=wer
-    "$python" -m ptnmt_fairseq.common.scoring "$1" --detokenized --metric "$metric" 2> "${1%.gen}.score.log" \
-        || { echo "scoring $1 failed (see ${1%.gen}.score.log)" >&2; exit 1; }
-    [ "$2" = asr ] && echo "  (lowercased, no punctuation; fairseq: $(grep -m1 '^Generate ' "$1" | sed 's/.*: //'))"
-    return 0
+score_task() {  # GEN TASK: case-sensitive detokenised sacreBLEU (st, mt) or normalised WER (asr)
+    if [ "$2" != asr ]; then score "$1" --detokenized; return; fi
+    score "$1" --detokenized --metric wer
+    echo "  (lowercased, no punctuation; fairseq: $(grep -m1 '^Generate ' "$1" | sed 's/.*: //'))"
 }
 
 cascade() {  # the ASR model's test transcripts -> a text manifest -> the stage-1 MT model
-    [ -f "$work/stage1/checkpoint_best.pt" ] || { echo "cascade: run stage1 first (its MT model)" >&2; exit 1; }
+    [ -f "$work/stage1/checkpoint_best.pt" ] || die "cascade: run stage1 first (its MT model)"
     decode asr asr test
     "$python" - "$data/test.tsv" "$work/asr/test.asr.gen" "$data/cascade_test.tsv" <<'PY'
 import csv, sys
@@ -187,20 +164,18 @@ PY
     mkdir -p "$work/cascade"
     decode stage1 mt cascade_test --train-tasks mt
     cp "$work/stage1/cascade_test.mt.gen" "$work/cascade/test.st.gen"
-    echo -n "cascade st test: "; score "$work/cascade/test.st.gen" st
+    echo -n "cascade st test: "; score_task "$work/cascade/test.st.gen" st
 }
 
-for step in "${steps[@]}"; do
-    echo "== $step"
-    case "$step" in
-        prepare) prepare ;;
-        w2v) pretrain_w2v ;;
-        stage1|stage2) train_system "$step" ;;
-        evaluate)
-            decode stage2 st test; decode stage2 asr test; decode stage2 mt test
-            decode stage1 mt test --train-tasks mt ;;
-        st_only) train_system st_only; decode st_only st test ;;
-        cascade) train_system asr; cascade ;;
-        *) echo "unknown step $step (prepare w2v stage1 stage2 evaluate st_only cascade all)" >&2; exit 2 ;;
-    esac
-done
+step_prepare() { prepare; }
+step_w2v() { pretrain_w2v; }
+step_stage1() { train_system stage1; }
+step_stage2() { train_system stage2; }
+step_evaluate() {
+    decode stage2 st test; decode stage2 asr test; decode stage2 mt test
+    decode stage1 mt test --train-tasks mt
+}
+step_st_only() { train_system st_only; decode st_only st test; }
+step_cascade() { train_system asr; cascade; }
+
+run_steps "prepare w2v stage1 stage2 evaluate" "prepare w2v stage1 stage2 evaluate st_only cascade" "$@"

@@ -1,0 +1,197 @@
+# Shared shell library of the recipes. A recipe's run.sh sources it first:
+#     source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+# and gets strict mode, these globals, and the functions below.
+#   recipe   the run.sh that sourced this file (its header comment block is its usage)
+#   repo     the repository root
+#   python   $PYTHON, default the repository's .venv; bin: its directory (fairseq-* live there)
+#   plugin   the --user-dir of every fairseq command
+#   work     the absolute WORKDIR, once the recipe calls set_workdir (or workdir)
+set -euo pipefail
+
+recipe="${BASH_SOURCE[1]}"
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+python="${PYTHON:-$repo/.venv/bin/python}"
+bin="$(dirname "$python")"
+plugin="$repo/ptnmt_fairseq"
+# BERTs come from the local HF cache or the packaged MiniLM: a recipe never downloads one.
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+# --- usage, arguments, errors ------------------------------------------------------------------
+
+print_usage() {  # the recipe's header comment block, from the line after the shebang
+    awk 'NR > 1 { if (/^#/) print; else exit }' "$recipe"
+}
+
+exit_on_help() {  # ARGS...: -h or --help anywhere prints the usage and exits 0
+    local arg
+    for arg in "$@"; do
+        case "$arg" in -h|--help) print_usage; exit 0 ;; esac
+    done
+}
+
+require_workdir() {  # ARGS...: exit 2 with the usage on stderr unless a WORKDIR is given
+    exit_on_help "$@"
+    if [ "$#" -eq 0 ]; then print_usage >&2; exit 2; fi
+}
+
+workdir() {  # DIR: create DIR and print its absolute path (symlinks made there stay valid)
+    mkdir -p "$1"
+    (cd "$1" && pwd)
+}
+
+set_workdir() {  # WORKDIR [ARGS...]: work=<absolute WORKDIR>, after require_workdir; the caller
+                 # shifts WORKDIR off its own arguments
+    require_workdir "$@"
+    work="$(workdir "$1")"
+}
+
+die() {  # MESSAGE...: print to stderr, exit 1
+    echo "$*" >&2
+    exit 1
+}
+
+tenth_of() {  # UPDATES: the default warm-up, a tenth of UPDATES, at least 1
+    echo $(( $1 / 10 > 0 ? $1 / 10 : 1 ))
+}
+
+run_steps() {  # "DEFAULT STEPS" "ALL STEPS" [STEP...]: call step_<STEP> for each STEP in order;
+               # no STEP runs the defaults, the single STEP `all` runs ALL STEPS
+    local defaults="$1" every="$2" steps step
+    shift 2
+    if [ "$#" -eq 0 ]; then read -r -a steps <<< "$defaults"; else steps=("$@"); fi
+    if [ "${steps[*]}" = all ]; then read -r -a steps <<< "$every"; fi
+    for step in "${steps[@]}"; do  # checked before the first step runs: a typo costs no training
+        declare -F "step_$step" > /dev/null || { echo "unknown step $step ($every all)" >&2; exit 2; }
+    done
+    for step in "${steps[@]}"; do
+        echo "== $step"
+        "step_$step"
+    done
+}
+
+# --- data preparation (examples/data/) ---------------------------------------------------------
+
+non_english_side() {  # SRC TGT: the other language of an en-X direction (gettext is English-centric)
+    if [ "$1" = en ]; then echo "$2"; else echo "$1"; fi
+}
+
+prepare_gettext() {  # RAW_DIR LANG...: en-LANG corpora from the gettext catalogs (MAX_TRAIN caps
+                     # the training pairs), skipped when RAW_DIR already holds them
+    local raw="$1"
+    shift
+    # gettext_corpus.py writes the multi-way test set after every pair: with it, the run finished
+    if [ -f "$raw/test.multiway.en" ] && [ -f "$raw/test.en-${*: -1}.en" ]; then return; fi
+    MAX_TRAIN="${MAX_TRAIN:-}" PYTHON="$python" bash "$repo/examples/data/prepare_gettext.sh" "$raw" "$@"
+}
+
+declare -gA freedict_code=([de]=deu [fr]=fra)  # FreeDict has no Romanian: RAS never produces it
+
+prepare_freedict() {  # DICT_DIR LANG...: FreeDict word pairs DICT_DIR/en-LANG.txt and LANG-en.txt
+                      # (the RAS dictionaries) for the LANGs FreeDict has, skipping those present
+    local dicts="$1" missing=() lang code
+    shift
+    for lang in "$@"; do
+        code="${freedict_code[$lang]:-}"
+        [ -n "$code" ] || continue
+        [ -f "$dicts/en-$lang.txt" ] || missing+=("eng-$code")
+        [ -f "$dicts/$lang-en.txt" ] || missing+=("$code-eng")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        PYTHON="$python" bash "$repo/examples/data/prepare_freedict.sh" "$dicts" "${missing[@]}"
+    fi
+}
+
+prepare_multilingual() {  # RAW_DIR DATA_DIR DICT_DIR LANG...: gettext en-LANG pairs, both
+                          # directions with a joint sentencepiece (VOCAB_SIZE) and a dict.txt
+                          # holding LANG_TOK_XX of every LANG, and the FreeDict dictionaries
+    local raw="$1" data="$2" dicts="$3" lang
+    shift 3
+    prepare_gettext "$raw" "$@"
+    if [ ! -f "$data/dict.txt" ]; then
+        "$python" "$repo/examples/data/prepare_multilingual.py" "$raw" "$data" --langs "$@" \
+            --vocab-size "${VOCAB_SIZE:-4000}"
+    fi
+    prepare_freedict "$dicts" "$@"
+    for lang in "$@"; do
+        echo "en-$lang: $(wc -l < "$data/train.en-$lang.en") train, $(wc -l < "$data/test.en-$lang.en") test pairs"
+    done
+}
+
+line_counts() {  # DIR: `wc -l` of DIR's *.txt files on one line
+    (cd "$1" && wc -l ./*.txt | tr '\n' ' ')
+}
+
+comma_list() {  # WORDS...: the words joined by commas (e.g. --ras-dicts takes one argument)
+    local IFS=,
+    echo "$*"
+}
+
+first_lines_subset() {  # DATA_DIR N SRC-TGT: the first N lines of test.SRC-TGT.* as the subset
+                        # tN.SRC-TGT.* (CPU-sized decoding)
+    local data="$1" n="$2" pair="$3" lang
+    for lang in "${pair%-*}" "${pair#*-}"; do
+        [ -f "$data/t$n.$pair.$lang" ] || head -n "$n" "$data/test.$pair.$lang" > "$data/t$n.$pair.$lang"
+    done
+}
+
+# --- training, decoding, scoring ---------------------------------------------------------------
+
+train_logged() {  # SAVE_DIR DATA_DIR OPTIONS...: fairseq-train on the CPU into SAVE_DIR, then
+                  # TRAIN_EXTRA (word-split; it comes last, so it wins). The whole log is appended
+                  # to SAVE_DIR/train.log (fairseq-train resumes from checkpoint_last.pt); the
+                  # console gets the train/valid summaries.
+    local save="$1"
+    shift
+    mkdir -p "$save"
+    # shellcheck disable=SC2086
+    "$bin/fairseq-train" "$@" --cpu --user-dir "$plugin" --save-dir "$save" --no-epoch-checkpoints \
+        --no-progress-bar --log-format simple --seed 1 --num-workers 0 ${TRAIN_EXTRA:-} 2>&1 \
+        | tee -a "$save/train.log" \
+        | grep -E "trainable|\| train \||\| valid \||done training|Error" \
+        | sed -E 's/^.*\| (train|valid) \|/\1 |/' || true
+    [ -f "$save/checkpoint_best.pt" ] || die "$(basename "$save"): training failed (see $save/train.log)"
+}
+
+# The CPU-sized many-to-many Transformer of the mRASP and mRASP2 recipes (ARCH_ARGS replaces it)
+small_multilingual_arch="--arch transformer --encoder-layers 2 --decoder-layers 2 --encoder-embed-dim 128 --decoder-embed-dim 128 --encoder-ffn-embed-dim 512 --decoder-ffn-embed-dim 512 --encoder-attention-heads 4 --decoder-attention-heads 4 --share-all-embeddings"
+
+train_multilingual() {  # TASK SAVE_DIR DATA_DIR OPTIONS...: train_logged with TASK (translation_
+                        # multi_langtok or mRASP2's translation_multi_langtok_aa), ARCH_ARGS, label
+                        # smoothing 0.1, Adam, inverse_sqrt, MAX_TOKENS, VALID_STEPS
+    local task="$1" save="$2" data="$3"
+    shift 3
+    # shellcheck disable=SC2086
+    train_logged "$save" "$data" --task "$task" ${ARCH_ARGS:-$small_multilingual_arch} \
+        --label-smoothing 0.1 --optimizer adam --adam-betas '(0.9,0.98)' --lr-scheduler inverse_sqrt \
+        --max-tokens "${MAX_TOKENS:-2000}" --max-valid-steps "${VALID_STEPS:-10}" --log-interval 50 "$@"
+}
+
+generate_logged() {  # OUT.gen DATA_DIR OPTIONS...: fairseq-generate on the CPU into OUT.gen, then
+                     # GEN_EXTRA (word-split); its log is OUT.log
+    local out="$1" log="${1%.gen}.log"
+    shift
+    # shellcheck disable=SC2086
+    "$bin/fairseq-generate" "$@" --user-dir "$plugin" --cpu ${GEN_EXTRA:-} > "$out" 2> "$log" \
+        || die "fairseq-generate into $out failed (see $log)"
+}
+
+score() {  # GENERATE_OUTPUT SCORING_OPTIONS...: print "BLEU = x" (or "WER = x") with the project's
+           # scorer, which refuses a partial test set; its stderr goes to <output>.score.log
+    local gen="$1" log="${1%.*}.score.log"
+    shift
+    "$python" -m ptnmt_fairseq.common.scoring "$gen" "$@" 2> "$log" || die "scoring $gen failed (see $log)"
+}
+
+decode_multilingual() {  # DATA_DIR MODEL_DIR SRC-TGT N [LABEL]: decode the first N test lines of
+                         # SRC-TGT with MODEL_DIR/checkpoint_best.pt into MODEL_DIR/tN.SRC-TGT.gen
+                         # and print its case-sensitive detokenised sacreBLEU (D- against T- lines;
+                         # the target language token is the decoder's first input)
+    local data="$1" model="$2" pair="$3" n="$4" label="${5:-}"
+    local out="$model/t$n.$pair.gen"
+    first_lines_subset "$data" "$n" "$pair"
+    generate_logged "$out" "$data" --task translation_multi_langtok -s "${pair%-*}" -t "${pair#*-}" \
+        --gen-subset "t$n" --path "$model/checkpoint_best.pt" --beam "${BEAM:-5}" --max-tokens 4000 \
+        --scoring sacrebleu
+    echo -n "$(basename "$model") $pair$label: "
+    score "$out" --detokenized
+}
