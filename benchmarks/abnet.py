@@ -7,25 +7,18 @@ In one run, with the same data and the same wall-clock training budget per syste
 2. sacrebleu BLEU (tokenised, lowercased WordPiece-joined) of each system on the test split;
 3. training step time and peak memory of AB-Net frozen vs AB-Net FB (BERTs fine-tuned).
 
-Writes benchmarks/results/abnet.json and benchmarks/results/abnet.png.
-Usage: benchmarks/abnet.py [--quick] [--work DIR]
+Writes benchmarks/results/abnet.json and benchmarks/results/abnet.png; works in
+benchmarks/work/abnet/{quick,standard} (the corpus and binarised data are kept between runs,
+every model is trained afresh; --fresh rebuilds everything).
+Usage: benchmarks/abnet.py [--quick] [--fresh] [--work DIR]
 """
-import argparse
-import json
 import os
 import re
-import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from ptnmt_fairseq.common.scoring import score  # noqa: E402
+import harness
+from harness import BIN, PLUGIN, REPO
 
-BIN = Path(sys.executable).parent
-PLUGIN = str(REPO / "ptnmt_fairseq")
 SYSTEMS = ["abnet", "transformer", "cmlm"]
 DECODE = {  # as in recipes/abnet/run.sh: T=10 passes (fairseq counts from 0), B=4 lengths
     "abnet": ["--task", "translation_abnet", "--iter-decode-max-iter", "9",
@@ -34,20 +27,18 @@ DECODE = {  # as in recipes/abnet/run.sh: T=10 passes (fairseq counts from 0), B
              "--iter-decode-with-beam", "4"],
     "transformer": ["--task", "translation", "--beam", "5"],
 }
+SETTINGS = {  # training budget per system in seconds; max_train None = all pairs
+    "quick": {"budget_s": 60, "max_train": 6000, "bleu_lines": 60, "latency_lines": 10,
+              "latency_repeats": 1, "probe_updates": 8},
+    "standard": {"budget_s": 900, "max_train": None, "bleu_lines": 591, "latency_lines": 50,
+                 "latency_repeats": 3, "probe_updates": 40},
+}
 PAPER = {  # Guo et al. 2020, Table 1 (WMT14 En-De, newstest2014, GPU) and Sec. 4.4
     "latency_ms": {"transformer": 778, "cmlm": 161, "abnet": 327},
     "ar_over_maskpredict_latency": 778 / 327,
     "ar_over_cmlm_latency": 778 / 161,
     "frozen_memory_saving": 0.29, "frozen_time_saving": 0.26,
 }
-ENV = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONWARNINGS="ignore")
-
-
-def run(cmd, **kwargs):
-    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=ENV, **kwargs)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
 
 
 def data_dir(work, system, subset):
@@ -55,13 +46,11 @@ def data_dir(work, system, subset):
 
 
 def train(work, budget_s, max_train):
-    """The recipe's data preparation and training, each system for ``budget_s`` seconds."""
-    env = {"MAX_TRAIN": str(max_train), "MAX_UPDATE": "1000000", "SKIP_GENERATE": "1",
+    """The recipe's data preparation and training, each system for ``budget_s`` seconds;
+    returns {system: updates done}."""
+    env = {"MAX_TRAIN": max_train or "", "MAX_UPDATE": 1000000, "SKIP_GENERATE": 1,
            "TRAIN_EXTRA": f"--stop-time-hours {budget_s / 3600:.5f}"}
-    proc = subprocess.run(["bash", REPO / "recipes/abnet/run.sh", work, *SYSTEMS],
-                          capture_output=True, text=True, env=dict(ENV, **env))
-    if proc.returncode != 0:
-        raise RuntimeError(f"recipe failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    harness.run(["bash", REPO / "recipes/abnet/run.sh", work, *SYSTEMS], env, name="recipe")
     import torch
 
     import ptnmt_fairseq  # noqa: F401  (allow-lists fairseq checkpoint globals)
@@ -81,31 +70,34 @@ def make_test_subset(work, name, lines):
         (small / f"test.{lang}").write_text("\n".join(text) + "\n")
     for kind, task in (("bert", "translation_abnet"), ("fairseq", "translation")):
         dicts = work / f"{kind}-bin"
-        run([BIN / "fairseq-preprocess", "--user-dir", PLUGIN, "--task", task, "-s", src, "-t", tgt,
-             "--testpref", small / "test", "--srcdict", dicts / f"dict.{src}.txt",
-             "--tgtdict", dicts / f"dict.{tgt}.txt", "--destdir", work / f"{kind}-{name}",
-             "--workers", "1"])
+        harness.run([BIN / "fairseq-preprocess", "--user-dir", PLUGIN, "--task", task,
+                     "-s", src, "-t", tgt, "--testpref", small / "test",
+                     "--srcdict", dicts / f"dict.{src}.txt", "--tgtdict", dicts / f"dict.{tgt}.txt",
+                     "--destdir", work / f"{kind}-{name}", "--workers", "1"])
 
 
 def generate(work, system, subset, batch_size):
-    out = run([BIN / "fairseq-generate", data_dir(work, system, subset), "--user-dir", PLUGIN,
-               "--cpu", "--path", work / system / "checkpoint_last.pt", "--gen-subset", "test",
-               "--batch-size", batch_size, *DECODE[system]])
-    m = re.search(r"Translated ([\d,]+) sentences .* in ([\d.]+)s", out.stderr + out.stdout)
+    """(fairseq-generate stdout, sentences, decoding seconds as fairseq reports them)."""
+    out = harness.run([BIN / "fairseq-generate", data_dir(work, system, subset), "--user-dir",
+                       PLUGIN, "--cpu", "--path", work / system / "checkpoint_last.pt",
+                       "--gen-subset", "test", "--batch-size", batch_size, *DECODE[system]])
+    m = re.search(r"Translated ([\d,]+) sentences .* in ([\d.]+)s", out.log)
     return out.stdout, int(m.group(1).replace(",", "")), float(m.group(2))
 
 
 def latency_ms(work, system, repeats):
-    """Per-sentence decoding time at batch size 1 (model loading excluded), median of runs."""
+    """(per-sentence decoding time in ms at batch size 1, model loading excluded, median of
+    ``repeats`` runs; sentences)."""
     times = []
     for _ in range(repeats):
         _, n, seconds = generate(work, system, "latency", 1)
         times.append(1000 * seconds / n)
-    return statistics.median(times), n
+    return harness.median(times), n
 
 
 def step_time_and_memory(work, finetune, updates):
-    save = work / ("fb-probe" if finetune else "frozen-probe")
+    """(median seconds per update after two warm-up updates, peak process RSS in MB) of
+    ``updates`` AB-Net updates, BERTs frozen or fine-tuned."""
     cmd = ["/usr/bin/time", "-f", "MAXRSS_KB %M", BIN / "fairseq-train", work / "bert-bin",
            "--user-dir", PLUGIN, "--cpu", "--task", "translation_abnet", "--arch", "abnet_tiny",
            "--source-bert", "all-MiniLM-L6-v2", "--target-bert", "all-MiniLM-L6-v2",
@@ -113,74 +105,54 @@ def step_time_and_memory(work, finetune, updates):
            "--lr", "5e-4", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "100",
            "--max-tokens", "2048", "--max-update", str(updates), "--log-interval", "1",
            "--no-progress-bar", "--disable-validation", "--no-save", "--seed", "1",
-           "--num-workers", "0", "--save-dir", save]
+           "--num-workers", "0", "--save-dir", work / ("fb-probe" if finetune else "frozen-probe")]
     if finetune:
         cmd.append("--finetune-bert")
-    out = run(cmd)
-    log = out.stdout + out.stderr
-    ups = [float(x) for x in re.findall(r"train_inner .*?ups=([\d.]+)", log)][2:]  # skip warm-up
+    log = harness.run(cmd, name="fairseq-train probe").log
+    ups = [line["ups"] for line in harness.inner_lines(log)][2:]
     rss_kb = int(re.search(r"MAXRSS_KB (\d+)", log).group(1))
-    return statistics.median(1.0 / u for u in ups if u > 0), rss_kb / 1024
+    return harness.median(1.0 / u for u in ups if u > 0), rss_kb / 1024
 
 
-def plot(result, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    systems = list(result["latency_ms"])
-    axes[0].bar(systems, [result["latency_ms"][s] for s in systems], color="tab:blue",
-                label="measured (CPU)")
-    axes[0].set_ylabel("ms / sentence (batch 1)")
-    axes[0].set_title("Decoding latency")
-    axes[1].bar(systems, [result["bleu"][s] for s in systems], color="tab:green")
-    axes[1].set_title("BLEU, test (same training time)")
+def plot(result):
     probe = result["frozen_vs_fb"]
-    names = ["step time", "peak memory"]
-    ratios = [result["ratios"]["fb_over_frozen_step_time"],
-              result["ratios"]["fb_over_frozen_peak_memory"]]
-    paper = [1 / (1 - PAPER["frozen_time_saving"]), 1 / (1 - PAPER["frozen_memory_saving"])]
-    x = range(2)
-    axes[2].bar([i - 0.2 for i in x], ratios, width=0.4, label="measured (CPU)")
-    axes[2].bar([i + 0.2 for i in x], paper, width=0.4, label="paper (GPU)")
-    axes[2].set_xticks(list(x), names)
-    axes[2].axhline(1.0, color="gray", lw=0.8)
-    axes[2].set_title("FB / frozen")
-    axes[2].legend()
-    fig.suptitle(f"AB-Net on gettext de-en, MiniLM, 2 CPU cores ({probe['updates']} probe updates)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    title = (f"AB-Net on gettext de-en, MiniLM, {os.cpu_count()} CPU cores "
+             f"({probe['updates']} probe updates)")
+    with harness.figure("abnet", 3, title, size=(13, 4)) as axes:
+        harness.bars(axes[0], result["latency_ms"], "Decoding latency",
+                     ylabel="ms / sentence (batch 1)", color="tab:blue")
+        harness.bars(axes[1], result["bleu"], "BLEU, test (same training time)", color="tab:green")
+        measured = [result["ratios"]["fb_over_frozen_step_time"],
+                    result["ratios"]["fb_over_frozen_peak_memory"]]
+        paper = [1 / (1 - PAPER["frozen_time_saving"]), 1 / (1 - PAPER["frozen_memory_saving"])]
+        harness.grouped_bars(axes[2], ["step time", "peak memory"],
+                             {"measured (CPU)": measured, "paper (GPU)": paper})
+        axes[2].axhline(1.0, color="gray", lw=0.8)
+        axes[2].set_title("FB / frozen")
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="about 10 minutes on 2 cores")
-    parser.add_argument("--work", type=Path, default=REPO / "benchmarks/work/abnet")
-    args = parser.parse_args()
-    # quick: 60 s of training per system, BLEU on the first 60 test sentences, latency on 10
-    budget_s, max_train, bleu_lines, latency_lines, repeats, probe_updates = (
-        (60, 6000, 60, 10, 1, 8) if args.quick else (900, 0, 591, 50, 3, 40))
-    args.work.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    updates = train(args.work, budget_s, max_train or 10 ** 9)
-    make_test_subset(args.work, "eval", bleu_lines)
-    make_test_subset(args.work, "latency", latency_lines)
+    args = harness.parse_args(__doc__, "abnet", "also rebuild the corpus and binarised data")
+    s = SETTINGS[args.mode]
+    harness.prepare_work(args.work, args.fresh, SYSTEMS)
+    start = time.monotonic()
+    updates = train(args.work, s["budget_s"], s["max_train"])
+    make_test_subset(args.work, "eval", s["bleu_lines"])
+    make_test_subset(args.work, "latency", s["latency_lines"])
     bleu, latency, sentences = {}, {}, {}
     for system in SYSTEMS:
         text, _, _ = generate(args.work, system, "eval", 16)
-        bleu[system] = round(score(text, "wordpiece"), 2)
-        latency[system], sentences[system] = latency_ms(args.work, system, repeats)
-    frozen_step, frozen_mb = step_time_and_memory(args.work, False, probe_updates)
-    fb_step, fb_mb = step_time_and_memory(args.work, True, probe_updates)
+        bleu[system] = harness.score_generate(text, subword="wordpiece").value
+        latency[system], sentences[system] = latency_ms(args.work, system, s["latency_repeats"])
+    frozen_step, frozen_mb = step_time_and_memory(args.work, False, s["probe_updates"])
+    fb_step, fb_mb = step_time_and_memory(args.work, True, s["probe_updates"])
     result = {
         "setup": {"corpus": "gettext de->en", "bert": "all-MiniLM-L6-v2 (both sides)",
-                  "arch": "abnet_tiny", "device": "CPU, 2 cores",
-                  "train_budget_seconds_per_system": budget_s,
-                  "max_train_pairs": max_train or "all", "updates_in_budget": updates,
-                  "bleu_test_sentences": bleu_lines, "latency_sentences": sentences,
-                  "latency_repeats": repeats, "mode": "quick" if args.quick else "full"},
+                  "arch": "abnet_tiny", "device": harness.device_description(),
+                  "train_budget_seconds_per_system": s["budget_s"],
+                  "max_train_pairs": s["max_train"] or "all", "updates_in_budget": updates,
+                  "bleu_test_sentences": s["bleu_lines"], "latency_sentences": sentences,
+                  "latency_repeats": s["latency_repeats"], "mode": args.mode},
         "ratios": {
             "ar_over_maskpredict_latency": round(latency["transformer"] / latency["abnet"], 3),
             "ar_over_cmlm_latency": round(latency["transformer"] / latency["cmlm"], 3),
@@ -189,17 +161,14 @@ def main():
         },
         "bleu": bleu,
         "latency_ms": {k: round(v, 1) for k, v in latency.items()},
-        "frozen_vs_fb": {"updates": probe_updates,
-                         "median_step_s": {"frozen": round(frozen_step, 3), "fb": round(fb_step, 3)},
-                         "peak_rss_mb": {"frozen": round(frozen_mb), "fb": round(fb_mb)}},
-        "paper": PAPER,
-        "wall_seconds": round(time.time() - t0),
+        "frozen_vs_fb": {
+            "updates": s["probe_updates"],
+            "median_step_s": {"frozen": round(frozen_step, 3), "fb": round(fb_step, 3)},
+            "peak_rss_mb": {"frozen": round(frozen_mb), "fb": round(fb_mb)},
+        },
     }
-    out_dir = REPO / "benchmarks/results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "abnet.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, out_dir / "abnet.png")
-    print(json.dumps(result, indent=2))
+    harness.write_results("abnet", args.mode, result, PAPER, start)
+    plot(result)
 
 
 if __name__ == "__main__":

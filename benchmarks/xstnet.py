@@ -20,187 +20,131 @@ In one run of recipes/xstnet/run.sh on the same data, the same wav2vec 2.0 and t
    XSTNet and of the stage-1 model, and the wall time of each recipe step.
 
 Writes benchmarks/results/xstnet.json and benchmarks/results/xstnet.png; works in
-benchmarks/work/xstnet/{quick,full} (the corpus and wav2vec 2.0 are kept between runs, every
+benchmarks/work/xstnet/{quick,standard} (the corpus and wav2vec 2.0 are kept between runs, every
 model is trained afresh; --fresh rebuilds everything).
 Usage: benchmarks/xstnet.py [--quick] [--fresh] [--work DIR]
 """
-import argparse
-import json
 import os
-import platform
-import re
-import shutil
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import harness
+from harness import REPO
+
 RECIPE = REPO / "recipes/xstnet/run.sh"
+STEPS = ["prepare", "w2v", "stage1", "stage2", "evaluate", "st_only", "cascade"]
 SYSTEMS = ["st_only", "xstnet", "cascade"]
+MODEL_DIRS = ["stage1", "stage2", "st_only", "asr", "cascade"]
 TRAINED = {"st_only": "st_only", "xstnet": "stage2", "asr": "asr", "stage1_mt": "stage1"}
 SETTINGS = {  # recipe environment; MAX_UPDATE_ST is the budget of st_only, stage 2 and asr
     "quick": {"MAX_SPEECH": 700, "MAX_EVAL": 100, "W2V_UPDATE": 100, "MAX_UPDATE_MT": 400,
-              "MAX_UPDATE_ST": 350},  # 5-7 minutes on 2 cores (the machine is noisy)
-    "full": {"MAX_SPEECH": 2000, "MAX_EVAL": 200, "W2V_UPDATE": 200, "MAX_UPDATE_MT": 1500,
-             "MAX_UPDATE_ST": 1500},  # about 20-25 minutes
+              "MAX_UPDATE_ST": 350},
+    "standard": {"MAX_SPEECH": 2000, "MAX_EVAL": 200, "W2V_UPDATE": 200, "MAX_UPDATE_MT": 1500,
+                 "MAX_UPDATE_ST": 1500},
 }
 COMMON = {"SRC": "en", "TGT": "fr", "ARCH": "xstnet_tiny", "VOCAB_SIZE": 1000,
           "MAX_TOKENS": 400000, "MAX_TOKENS_TEXT": 2000, "EXTERNAL_MT_RATIO": 0.25, "BEAM": 5,
           "LR_MT": "1e-3", "LR_ST": "1e-3"}
-PAPER = {  # MuST-C tst-COMMON, case-sensitive detokenised sacreBLEU (../shared/anchors/speech.md)
+# MuST-C tst-COMMON, case-sensitive detokenised sacreBLEU: XSTNet from the results table of the
+# authors' README (ReneeYe/XSTNet); s2t_transformer_s from fairseq's
+# examples/speech_to_text/docs/mustc_example.md.
+PAPER = {
     "xstnet_base_bleu": {"en-de": 25.5, "en-fr": 36.0},
     "xstnet_expand_bleu": {"en-de": 27.8, "en-fr": 38.0},
     "fairseq_s2t_transformer_s_bleu": {"en-de": 22.7, "en-fr": 32.9},
     "note": "GPU, wav2vec_small.pt, 6+6 layers d512, 10k spm, beam 10, 10-checkpoint average",
 }
-ENV = dict(os.environ, PYTHONWARNINGS="ignore", PYTHON=sys.executable)
-
-
-def run_step(work, env, step):
-    """One recipe step; returns (stdout, wall seconds)."""
-    t0 = time.time()
-    proc = subprocess.run(["bash", str(RECIPE), str(work), step], capture_output=True, text=True,
-                          env=dict(ENV, **{k: str(v) for k, v in env.items()}))
-    if proc.returncode != 0:
-        raise RuntimeError(f"recipe step {step} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return proc.stdout, time.time() - t0
 
 
 def train_stats(log_path):
-    """Sum over the end-of-epoch train lines of a fairseq-train log."""
-    audio, wall, updates, epochs = 0.0, 0.0, 0, 0
-    for line in log_path.read_text().splitlines():
-        if "| train | epoch" not in line:
-            continue
-        fields = dict(re.findall(r"\| (\w+) ([-\d.e+]+)", line))
-        audio += float(fields.get("audio_seconds", 0.0))
-        wall += float(fields["train_wall"])
-        updates = int(fields["num_updates"])
-        epochs += 1
-    done = re.findall(r"done training in ([\d.]+) seconds", log_path.read_text())
-    return {"audio_seconds_seen": round(audio, 1), "train_wall_s": wall, "updates": updates,
-            "epochs": epochs, "done_training_s": float(done[-1]) if done else None,
+    """Audio seconds (0 for text-only training), train_wall seconds and updates, summed over
+    the end-of-epoch train lines of a fairseq-train log."""
+    text = log_path.read_text()
+    epochs = harness.epoch_lines(text)
+    audio = sum(e.get("audio_seconds", 0.0) for e in epochs)
+    wall = sum(e["train_wall"] for e in epochs)
+    return {"audio_seconds_seen": round(audio, 1), "train_wall_s": wall,
+            "updates": int(epochs[-1]["num_updates"]) if epochs else 0, "epochs": len(epochs),
+            "done_training_s": harness.done_training_seconds(text),
             "audio_s_per_s": round(audio / wall, 2) if wall else 0.0}
 
 
-def bleu(path):
-    """(case-sensitive detokenised sacreBLEU of the D- lines, number of sentences)."""
-    from ptnmt_fairseq.common.scoring import read_generate_output, score
-
-    text = path.read_text(encoding="utf-8")
-    return round(score(text, detokenized=True), 2), len(read_generate_output(text, "D")[1])
-
-
-def wer(path):
-    """WER of the D- lines, lower-cased words without punctuation."""
-    from ptnmt_fairseq.common.scoring import score
-
-    return round(score(path.read_text(encoding="utf-8"), metric="wer", detokenized=True), 2)
+def st_bleu(work):
+    """{system: ST BLEU} on the test split; all systems must have decoded the same sentences."""
+    scores = {"st_only": harness.score_file(work / "st_only/test.st.gen"),
+              "xstnet": harness.score_file(work / "stage2/test.st.gen"),
+              "cascade": harness.score_file(work / "cascade/test.st.gen")}
+    sizes = {s.sentences for s in scores.values()}
+    assert len(sizes) == 1, f"systems decoded different test sets: {scores}"
+    return {system: s.value for system, s in scores.items()}, sizes.pop()
 
 
-def plot(result, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    colors = ["tab:gray", "tab:blue", "tab:orange"]
-    axes[0].bar(SYSTEMS, [result["bleu"][s] for s in SYSTEMS], color=colors)
-    axes[0].set_ylabel("sacreBLEU")
-    axes[0].set_title(f"ST BLEU, {result['setup']['test_sentences']} test sentences")
-    tput = dict(result["throughput"], asr=result["throughput_asr"])
-    axes[1].bar(list(tput), list(tput.values()), color=["tab:gray", "tab:blue", "tab:purple"])
-    axes[1].set_ylabel("audio seconds / second")
-    axes[1].set_title("Training throughput (2 CPU cores)")
-    wall = result["train_wall_s"]
-    axes[2].bar(list(wall), list(wall.values()), color="tab:green")
-    axes[2].set_ylabel("seconds (train_wall)")
-    axes[2].set_title(f"Training time ({result['setup']['max_update_st']} ST-side updates)")
-    for ax in axes:
-        ax.tick_params(axis="x", labelrotation=15)
+def plot(result):
     setup = result["setup"]
-    fig.suptitle(f"XSTNet vs ST-only vs cascade, espeak-ng en->fr, {setup['train_triples']} triples, "
-                 f"{setup['arch']} ({setup['mode']})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    title = (f"XSTNet vs ST-only vs cascade, espeak-ng en->fr, {setup['train_triples']} triples, "
+             f"{setup['arch']} ({setup['mode']})")
+    with harness.figure("xstnet", 3, title, size=(13, 4)) as axes:
+        harness.bars(axes[0], result["bleu"], f"ST BLEU, {setup['test_sentences']} test sentences",
+                     ylabel="sacreBLEU", color=["tab:gray", "tab:blue", "tab:orange"])
+        harness.bars(axes[1], dict(result["throughput"], asr=result["throughput_asr"]),
+                     f"Training throughput ({os.cpu_count()} CPU cores)",
+                     ylabel="audio seconds / second", color=["tab:gray", "tab:blue", "tab:purple"])
+        harness.bars(axes[2], result["train_wall_s"],
+                     f"Training time ({setup['max_update_st']} ST-side updates)",
+                     ylabel="seconds (train_wall)", color="tab:green")
+        for ax in axes:
+            ax.tick_params(axis="x", labelrotation=15)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="under 10 minutes on 2 cores")
-    parser.add_argument("--fresh", action="store_true", help="also rebuild the corpus and wav2vec 2.0")
-    parser.add_argument("--work", type=Path, default=None)
-    args = parser.parse_args()
-    mode = "quick" if args.quick else "full"
-    env = dict(COMMON, **SETTINGS[mode])
-    work = (args.work or REPO / "benchmarks/work/xstnet" / mode).resolve()
-    if args.fresh and work.exists():
-        shutil.rmtree(work)
-    for d in ("stage1", "stage2", "st_only", "asr", "cascade"):  # every model trains afresh
-        shutil.rmtree(work / d, ignore_errors=True)
-    work.mkdir(parents=True, exist_ok=True)
-
-    t0 = time.time()
-    step_wall, logs = {}, {}
-    for step in ("prepare", "w2v", "stage1", "stage2", "evaluate", "st_only", "cascade"):
-        logs[step], step_wall[step] = run_step(work, env, step)
-        print(f"{step}: {step_wall[step]:.0f} s", file=sys.stderr)
+    args = harness.parse_args(__doc__, "xstnet", "also rebuild the corpus and wav2vec 2.0")
+    env = dict(COMMON, **SETTINGS[args.mode])
+    work = args.work
+    harness.prepare_work(work, args.fresh, MODEL_DIRS)
+    start = time.monotonic()
+    steps = harness.run_recipe(RECIPE, work, STEPS, env)
 
     stats = {name: train_stats(work / d / "train.log") for name, d in TRAINED.items()}
-    bleu_st = {"st_only": bleu(work / "st_only/test.st.gen"),
-               "xstnet": bleu(work / "stage2/test.st.gen"),
-               "cascade": bleu(work / "cascade/test.st.gen")}
-    n_test = {n for _, n in bleu_st.values()}
-    assert len(n_test) == 1, f"systems decoded different test sets: {bleu_st}"
-    bleu_scores = {s: b for s, (b, _) in bleu_st.items()}
+    bleu, test_sentences = st_bleu(work)
     data = work / "data"
-    count = lambda name: sum(1 for _ in open(data / name, encoding="utf-8")) - 1  # noqa: E731
-    import torch
-
     result = {
         "setup": {
-            "corpus": "gettext en->fr, English speech by espeak-ng (16 kHz)", "mode": mode,
-            "arch": env["ARCH"], "w2v": f"pretrain_wav2vec2.sh, EMBED_DIM 64, {env['W2V_UPDATE']} updates",
-            "train_triples": count("train.tsv"), "external_mt_pairs": count("train_mt.tsv"),
-            "test_sentences": n_test.pop(), "max_update_mt": env["MAX_UPDATE_MT"],
+            "corpus": "gettext en->fr, English speech by espeak-ng (16 kHz)", "mode": args.mode,
+            "arch": env["ARCH"],
+            "w2v": f"pretrain_wav2vec2.sh, EMBED_DIM 64, {env['W2V_UPDATE']} updates",
+            "train_triples": harness.count_lines(data / "train.tsv") - 1,  # less the header
+            "external_mt_pairs": harness.count_lines(data / "train_mt.tsv") - 1,
+            "test_sentences": test_sentences, "max_update_mt": env["MAX_UPDATE_MT"],
             "max_update_st": env["MAX_UPDATE_ST"], "max_tokens_samples": env["MAX_TOKENS"],
-            "max_tokens_text": env["MAX_TOKENS_TEXT"], "external_mt_ratio": env["EXTERNAL_MT_RATIO"],
+            "max_tokens_text": env["MAX_TOKENS_TEXT"],
+            "external_mt_ratio": env["EXTERNAL_MT_RATIO"],
             "lr": {"mt": env["LR_MT"], "st": env["LR_ST"]}, "beam": env["BEAM"], "seed": 1,
             "checkpoint": "checkpoint_best.pt (lowest valid loss; validation once per epoch)",
             "budget": "st_only, asr and xstnet stage 2: MAX_UPDATE_ST updates each (xstnet's "
                       "include external-MT batches); xstnet and cascade share the stage-1 MT model",
             "bleu": "sacrebleu.corpus_bleu, detokenised, case-sensitive, on D-/T- lines",
-            "device": f"CPU, {os.cpu_count()} cores ({platform.machine()}), torch "
-                      f"{torch.__version__}, {torch.get_num_threads()} threads",
+            "device": harness.device_description(),
         },
         "ratios": {
-            "xstnet_minus_st_only_bleu": round(bleu_scores["xstnet"] - bleu_scores["st_only"], 2),
-            "xstnet_minus_cascade_bleu": round(bleu_scores["xstnet"] - bleu_scores["cascade"], 2),
+            "xstnet_minus_st_only_bleu": round(bleu["xstnet"] - bleu["st_only"], 2),
+            "xstnet_minus_cascade_bleu": round(bleu["xstnet"] - bleu["cascade"], 2),
         },
-        "bleu": bleu_scores,
+        "bleu": bleu,
         "throughput": {"st_only": stats["st_only"]["audio_s_per_s"],
                        "xstnet": stats["xstnet"]["audio_s_per_s"]},
         "throughput_asr": stats["asr"]["audio_s_per_s"],  # the cascade's ASR model
         "throughput_note": "audio seconds of the epoch train lines / their train_wall; xstnet's "
                            "train_wall includes its text-only external-MT updates and three "
                            "decoder passes (st, asr, mt) per speech batch",
-        "wer": {"xstnet_asr": wer(work / "stage2/test.asr.gen"),
-                "cascade_asr": wer(work / "asr/test.asr.gen")},
-        "mt_bleu": {"xstnet": bleu(work / "stage2/test.mt.gen")[0],
-                    "stage1": bleu(work / "stage1/test.mt.gen")[0]},
+        "wer": {"xstnet_asr": harness.score_file(work / "stage2/test.asr.gen", "wer").value,
+                "cascade_asr": harness.score_file(work / "asr/test.asr.gen", "wer").value},
+        "mt_bleu": {"xstnet": harness.score_file(work / "stage2/test.mt.gen").value,
+                    "stage1": harness.score_file(work / "stage1/test.mt.gen").value},
         "train_wall_s": {name: s["train_wall_s"] for name, s in stats.items()},
         "training": stats,
-        "step_wall_s": {k: round(v, 1) for k, v in step_wall.items()},
-        "paper": PAPER,
-        "wall_seconds": round(time.time() - t0),
+        "step_wall_s": harness.wall_seconds(steps),
     }
-    out_dir = REPO / "benchmarks/results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "xstnet.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, out_dir / "xstnet.png")
-    print(json.dumps(result, indent=2))
+    harness.write_results("xstnet", args.mode, result, PAPER, start)
+    plot(result)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,245 @@
+"""What the benchmarks share: the command line, running and timing steps, reading fairseq logs,
+scoring, and writing benchmarks/results/<method>.json and <method>.png.
+
+A benchmark (abnet.py, xstnet.py, mrasp.py) says only what it measures and how it draws it;
+everything here is method-agnostic. Measured figures go to the results JSON, never into code.
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks/results"
+WORK = REPO / "benchmarks/work"
+BIN = Path(sys.executable).parent  # fairseq-train etc. of the interpreter running the benchmark
+PLUGIN = str(REPO / "ptnmt_fairseq")
+TAIL_CHARS = 4000  # of each output stream, shown when a step fails
+# Offline: a BERT comes from the local HF cache or fails, it is never downloaded mid-benchmark.
+# PYTHON makes the recipes use this interpreter rather than their default .venv/bin/python.
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONWARNINGS="ignore",
+           PYTHON=sys.executable)
+
+if str(REPO) not in sys.path:  # ptnmt_fairseq from this checkout, installed or not
+    sys.path.insert(0, str(REPO))
+
+
+# ---- command line and working folder -------------------------------------------------------
+
+def parse_args(doc, method, fresh_help):
+    """The benchmarks' shared CLI: --quick, --fresh, --work. Adds ``mode`` ("quick" or
+    "standard") and resolves ``work`` (default benchmarks/work/<method>/<mode>)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="the quick setting: less data, smaller budgets, minutes on a CPU "
+                             "(measured times: README); default: the standard setting")
+    parser.add_argument("--fresh", action="store_true", help=fresh_help)
+    parser.add_argument("--work", type=Path, default=None,
+                        help=f"working folder (default: benchmarks/work/{method}/<mode>)")
+    args = parser.parse_args()
+    args.mode = "quick" if args.quick else "standard"
+    args.work = (args.work or WORK / method / args.mode).resolve()
+    return args
+
+
+def prepare_work(work, fresh, model_dirs):
+    """Empty the model folders ``model_dirs`` of ``work`` (fairseq-train would resume from a
+    checkpoint_last.pt left there); with ``fresh``, the whole folder (data included)."""
+    if fresh and work.exists():
+        shutil.rmtree(work)
+    for name in model_dirs:
+        shutil.rmtree(work / name, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+
+
+# ---- running and timing --------------------------------------------------------------------
+
+@dataclass
+class Step:
+    """A finished command: its two output streams and its wall time in seconds."""
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def log(self):
+        return self.stdout + self.stderr
+
+
+def tail(text, chars=TAIL_CHARS):
+    return text if len(text) <= chars else "[...]\n" + text[-chars:]
+
+
+def run(cmd, env=None, name=None):
+    """Run ``cmd`` (Paths and numbers allowed) with ENV plus ``env``; returns a Step. A failure
+    raises RuntimeError with the exit status and the tail of stdout and stderr."""
+    name = name or Path(str(cmd[0])).name
+    start = time.monotonic()
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True,
+                          env=dict(ENV, **{k: str(v) for k, v in (env or {}).items()}))
+    seconds = time.monotonic() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} failed (exit {proc.returncode}, after {seconds:.0f} s)\n"
+                           f"--- stdout, tail ---\n{tail(proc.stdout)}\n"
+                           f"--- stderr, tail ---\n{tail(proc.stderr)}")
+    return Step(proc.stdout, proc.stderr, seconds)
+
+
+def run_recipe(recipe, work, steps, env):
+    """``bash recipe work STEP`` for each step in order, printing each one's wall time;
+    returns {step: Step}."""
+    done = {}
+    for step in steps:
+        done[step] = run(["bash", recipe, work, step], env,
+                         name=f"{Path(recipe).relative_to(REPO)} step {step}")
+        print(f"{step}: {done[step].seconds:.0f} s", file=sys.stderr)
+    return done
+
+
+def timed(fn, *args, **kwargs):
+    """(fn(*args, **kwargs), its wall time in seconds)."""
+    start = time.monotonic()
+    value = fn(*args, **kwargs)
+    return value, time.monotonic() - start
+
+
+def seconds_since(start):
+    """Whole seconds since ``start``, a time.monotonic() reading."""
+    return round(time.monotonic() - start)
+
+
+def median(values):
+    return statistics.median(list(values))
+
+
+def wall_seconds(steps):
+    """{name: seconds, to 0.1 s} of a {name: Step or seconds} dict."""
+    return {k: round(getattr(v, "seconds", v), 1) for k, v in steps.items()}
+
+
+# ---- fairseq logs --------------------------------------------------------------------------
+
+EPOCH_FIELD = re.compile(r"\| (\w+) ([-\d.e+]+)")  # "| train_wall 36 |" in end-of-epoch lines
+INNER_FIELD = re.compile(r"(\w+)=([-\d.e+]+)")  # "ups=1.23," in train_inner lines
+
+
+def epoch_lines(log_text, subset="train"):
+    """The end-of-epoch lines of a fairseq-train log (``| train | epoch 001 | loss 9.1 | ...``,
+    or for a validation subset ``| valid on 'valid' subset | loss ...``), in log order, each as
+    {field: float}."""
+    marker = "| train | epoch" if subset == "train" else f"| valid on '{subset}' subset"
+    return [{k: float(v) for k, v in EPOCH_FIELD.findall(line)}
+            for line in log_text.splitlines() if marker in line]
+
+
+def inner_lines(log_text):
+    """The ``train_inner`` lines (every --log-interval updates), each as {field: float}."""
+    return [{k: float(v) for k, v in INNER_FIELD.findall(line.split("train_inner", 1)[1])}
+            for line in log_text.splitlines() if "train_inner" in line]
+
+
+def done_training_seconds(log_text):
+    """fairseq-train's own "done training in X seconds" (the last one), or None."""
+    done = re.findall(r"done training in ([\d.]+) seconds", log_text)
+    return float(done[-1]) if done else None
+
+
+def count_lines(path):
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for _ in f)
+
+
+# ---- scoring: ptnmt_fairseq.common.scoring, the project's one scorer -----------------------
+
+class Score(NamedTuple):
+    value: float  # BLEU or WER (percent), to 2 decimals
+    sentences: int  # scored, all of the test set (the scorer refuses a partial one)
+
+
+def score_generate(text, metric="bleu", subword="none", detokenized=False):
+    """Score fairseq-generate output ``text``: H- lines after joining ``subword`` pieces, or
+    with ``detokenized`` the D- lines (13a sacreBLEU, normalised WER)."""
+    from ptnmt_fairseq.common.scoring import read_generate_output, score
+
+    value = score(text, subword=subword, metric=metric, detokenized=detokenized)
+    sentences = len(read_generate_output(text, "D" if detokenized else "H")[1])
+    return Score(round(value, 2), sentences)
+
+
+def score_file(path, metric="bleu"):
+    """Score a saved fairseq-generate output of a sentencepiece task (XSTNet, mRASP) on its
+    detokenised D- lines: case-sensitive detokenised sacreBLEU, or WER on normalised words."""
+    return score_generate(Path(path).read_text(encoding="utf-8"), metric, detokenized=True)
+
+
+# ---- results -------------------------------------------------------------------------------
+
+def device_description():
+    import torch
+
+    return (f"CPU, {os.cpu_count()} cores ({platform.machine()}), torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads")
+
+
+def write_results(method, mode, result, paper, started):
+    """Write benchmarks/results/<method>.json and print it: ``mode``, the measured ``result``,
+    the paper's reference figures ``paper``, and "wall_seconds" since ``started`` (a
+    time.monotonic() reading). Returns the file's path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    record = {"mode": mode, **result, "paper": paper, "wall_seconds": seconds_since(started)}
+    text = json.dumps(record, indent=2) + "\n"
+    path = RESULTS / f"{method}.json"
+    path.write_text(text)
+    print(text, end="")
+    return path
+
+
+@contextmanager
+def figure(method, panels, title, size):
+    """Yield ``panels`` matplotlib axes in a row; on leaving, title the figure and save it as
+    benchmarks/results/<method>.png. ``size``: (width, height) in inches."""
+    import logging
+
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq sets the root to DEBUG
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, panels, figsize=size)
+    yield axes
+    fig.suptitle(title)
+    fig.tight_layout()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    fig.savefig(RESULTS / f"{method}.png", dpi=100)
+    plt.close(fig)
+
+
+def bars(ax, values, title, ylabel=None, color=None):
+    """One bar per key of ``values``; ``color``: one color or one per bar."""
+    ax.bar(list(values), list(values.values()), color=color)
+    ax.set_title(title)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+
+
+def grouped_bars(ax, groups, series, colors=None):
+    """Side-by-side bars: one group per name in ``groups``, one bar per series in each;
+    ``series``: {label: [value per group]}; ``colors``: {label: color}."""
+    width = 0.8 / len(series)
+    for i, (label, values) in enumerate(series.items()):
+        offset = (i - (len(series) - 1) / 2) * width
+        ax.bar([g + offset for g in range(len(groups))], values, width, label=label,
+               color=(colors or {}).get(label))
+    ax.set_xticks(range(len(groups)), groups)
+    ax.legend()
