@@ -1,18 +1,26 @@
-"""Test helpers: tiny corpora, the real fairseq CLIs as subprocesses, and two-rank gloo DDP.
+"""Test helpers: tiny corpora, the real fairseq CLIs as subprocesses, two-rank gloo DDP, one task
+builder, and the tiny data and models of each family, shared by both tiers as session fixtures.
 
-Written after fairseq's own ``tests/utils.py`` (which is not shipped in the wheel): every helper
-runs the console script a user would type, so a test exercises argument parsing, ``--user-dir``
-import, checkpoint writing and loading exactly as on the command line.
+Written after fairseq's own ``tests/utils.py`` (which is not shipped in the wheel): every CLI
+helper runs the console script a user would type, so a test exercises argument parsing,
+``--user-dir`` import, checkpoint writing and loading exactly as on the command line.
+
+Tiers: ``tests/unit`` (formulas, data, errors; in-process) and ``tests/integration`` (the CLIs,
+DDP); each test is marked ``unit`` or ``integration`` by its folder, so ``-m unit`` runs one tier.
 """
 import os
 import random
 import re
+import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tiny_bert import make_tiny_bert, source_vocab, target_vocab
+from tiny_wav2vec2 import make_tiny_wav2vec2
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = str(REPO / "ptnmt_fairseq")
@@ -183,3 +191,157 @@ def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     raw = make_tiny_bitext(root / "raw")
     return preprocess(raw, root / "bin")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        tier = "integration" if "integration" in item.path.parts else "unit"
+        item.add_marker(getattr(pytest.mark, tier))
+
+
+def build_task(argv):
+    """(cfg, task) as ``fairseq-train ARGV`` builds them: its parser, the arch defaults, omegaconf."""
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    args = options.parse_args_and_arch(options.get_training_parser(), [str(a) for a in argv])
+    cfg = convert_namespace_to_omegaconf(args)
+    return cfg, tasks.setup_task(cfg.task)
+
+
+def write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# BERT family: two tiny BERTs with different vocabularies (cased/uncased), saved as HF models
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def berts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("berts")
+    source = make_tiny_bert(root / "src_bert", source_vocab(), lowercase=True, seed=1)
+    target = make_tiny_bert(root / "tgt_bert", target_vocab(), lowercase=False, seed=2)
+    return str(source), str(target)
+
+
+# ---------------------------------------------------------------------------------------------
+# multilingual family: a gettext-shaped en-de/en-fr corpus from a tiny lexicon, prepared by
+# examples/data/prepare_multilingual.py, with word dictionaries and AA monolingual text
+# ---------------------------------------------------------------------------------------------
+LEXICON = {"red": ("rot", "rouge"), "blue": ("blau", "bleu"), "file": ("Datei", "fichier"),
+           "open": ("öffnen", "ouvrir"), "close": ("schließen", "fermer"),
+           "new": ("neu", "nouveau"), "window": ("Fenster", "fenêtre"), "save": ("speichern",
+                                                                                 "enregistrer")}
+
+
+def write_gettext_like(root, seed=0):
+    """A gettext-shaped corpus (en-de, en-fr, multi-way test) from the tiny lexicon."""
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+
+    def sentences(n):
+        return [rng.sample(sorted(LEXICON), rng.randint(1, 4)) for _ in range(n)]
+
+    for split, n in (("train", 60), ("valid", 10), ("test", 8)):
+        for lang, column in (("de", 0), ("fr", 1)):
+            rows = sentences(n)
+            write(root / f"{split}.en-{lang}.en", "\n".join(" ".join(r) for r in rows) + "\n")
+            write(root / f"{split}.en-{lang}.{lang}",
+                  "\n".join(" ".join(LEXICON[w][column] for w in r) for r in rows) + "\n")
+    rows = sentences(8)
+    write(root / "test.multiway.en", "\n".join(" ".join(r) for r in rows) + "\n")
+    for lang, column in (("de", 0), ("fr", 1)):
+        write(root / f"test.multiway.{lang}",
+              "\n".join(" ".join(LEXICON[w][column] for w in r) for r in rows) + "\n")
+
+
+@pytest.fixture(scope="session")
+def multi_data(tmp_path_factory):
+    """(DATA dir of translation_multi_langtok, dir of en-de/en-fr/de-en word dictionaries)."""
+    root = tmp_path_factory.mktemp("multi")
+    write_gettext_like(root / "gettext")
+    subprocess.run([sys.executable, REPO / "examples/data/prepare_multilingual.py",
+                    root / "gettext", root / "data", "--langs", "de", "fr", "--vocab-size", "80"],
+                   check=True, capture_output=True)
+    (root / "dict").mkdir()
+    write(root / "dict" / "en-de.txt", "".join(f"{w}\t{d}\n" for w, (d, _) in LEXICON.items()))
+    write(root / "dict" / "en-fr.txt", "".join(f"{w}\t{f}\n" for w, (_, f) in LEXICON.items()))
+    write(root / "dict" / "de-en.txt", "".join(f"{d}\t{w}\n" for w, (d, _) in LEXICON.items()))
+    # mRASP2's aligned augmentation reads monolingual text: the German side of en-de
+    write(root / "data" / "train.mono.de", (root / "data" / "train.en-de.de").read_text())
+    return root / "data", root / "dict"
+
+
+def multi_task(data, *extra, task="translation_multi_langtok"):
+    return build_task([data, "--user-dir", PLUGIN, "--task", task, "--arch", "transformer",
+                       "--cpu", *extra])[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# speech family: an en-fr speech corpus synthesised with espeak-ng (examples/data/), its
+# vocabulary and external MT, and a tiny random wav2vec 2.0 in fairseq's checkpoint format
+# ---------------------------------------------------------------------------------------------
+WORDS = {"red": "rouge", "blue": "bleu", "file": "fichier", "open": "ouvrir", "close": "fermer",
+         "window": "fenêtre", "new": "nouveau", "save": "enregistrer", "green": "vert",
+         "folder": "dossier", "copy": "copier", "paste": "coller"}
+XSTNET_TRAIN_ARGS = [
+    "--user-dir", PLUGIN, "--task", "xstnet", "--arch", "xstnet_tiny", "--cpu",
+    "--criterion", "xstnet_multitask", "--label-smoothing", "0.1", "--optimizer", "adam",
+    "--lr", "0.001", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "5",
+    "--max-tokens", "200000", "--max-tokens-text", "400", "--no-epoch-checkpoints",
+    "--num-workers", "0", "--log-interval", "1", "--no-progress-bar", "--seed", "1",
+    "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "32",
+    "--encoder-ffn-embed-dim", "64", "--shrink-channels", "32",
+]
+
+
+def write_text_corpus(directory, split, n, seed):
+    rng = random.Random(seed)
+    en, fr = [], []
+    for _ in range(n):
+        words = rng.sample(sorted(WORDS), rng.randint(1, 3))
+        en.append(" ".join(words))
+        fr.append(" ".join(WORDS[w] for w in words))
+    write(directory / f"{split}.en-fr.en", "\n".join(en) + "\n")
+    write(directory / f"{split}.en-fr.fr", "\n".join(fr) + "\n")
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """DATA dir (manifests, wavs, spm, dict, config.yaml, train_mt.tsv) and a tiny wav2vec 2.0."""
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng not installed: apt-get install espeak-ng (scripts/setup.sh does)")
+    root = tmp_path_factory.mktemp("xstnet")
+    text, data = root / "text", root / "st"
+    text.mkdir()
+    for split, n, seed in (("train", 24, 0), ("valid", 6, 1), ("test", 6, 2), ("extra", 60, 3)):
+        write_text_corpus(text, split, n, seed)
+    script = REPO / "examples" / "data"
+    for split in ("train", "valid", "test"):
+        subprocess.run([sys.executable, script / "synthesize_speech.py", text / f"{split}.en-fr",
+                        "en", "fr", data, "--split", split], check=True, capture_output=True)
+    subprocess.run([sys.executable, script / "prepare_speech_vocab.py", data, "--vocab-size", "60",
+                    "--external-mt", text / "extra.en-fr", "--src", "en", "--tgt", "fr"],
+                   check=True, capture_output=True)
+    w2v = make_tiny_wav2vec2(root / "w2v.pt", embed_dim=32, extractor_mode="layer_norm",
+                             conv_bias=True)
+    return data, w2v
+
+
+def xstnet_task(data, w2v, *extra):
+    """(cfg, task) of the tiny XSTNet training command on ``data``."""
+    return build_task([data, "--w2v-path", w2v, *XSTNET_TRAIN_ARGS, *extra])
+
+
+def copy_data(data, destination):
+    shutil.copytree(data, destination)
+    return destination
+
+
+def rewrite_manifest(path, edit):
+    """Apply ``edit(rows)`` to a manifest's rows (lists of fields) and write it back."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rows = [line.split("\t") for line in lines[1:]]
+    edit(rows)
+    write(path, "\n".join([lines[0]] + ["\t".join(r) for r in rows]) + "\n")

@@ -61,28 +61,7 @@
 # 0.5 s clip, 50 in a 3 s one; 100 would mostly be repeats). Clips under
 # MIN_SAMPLE_SIZE are skipped: two 5-frame spans can cover a clip of a dozen
 # frames, and compute_mask_indices raises on a fully masked clip.
-# Not used, because fairseq 0.12 breaks on them with numpy's Generator:
-# --no-mask-overlap / --no-mask-channel-overlap (compute_mask_indices
-# (no_overlap=True) calls Generator.randint) and --mask-selection uniform /
-# --mask-channel-selection uniform (same call).
-#
-# Measured on a 2-core CPU (torch 2.9.1, fairseq 0.12.3), defaults (EMBED_DIM=64,
-# 131,088 parameters), on the 500 train / 500 valid espeak-ng clips (1425 s /
-# 1367 s of audio, ~2.8 s each) of `synthesize_speech.sh` with MAX_LINES=500;
-# 61 updates per epoch, ~10 updates/s, ~2 s per validation, ~6 s start-up:
-#   MAX_UPDATE=100: 18.7 s and 19.9 s wall ("done training in 12.9 / 13.9 s")
-#   MAX_UPDATE=200: 32.5 s wall ("done training in 26.4 s")
-# Loss (bits; loss_0 = InfoNCE, chance log2(11) = 3.46 with 10 negatives):
-#   update   10: loss 5.70  loss_0 3.61  (feature penalty still large)
-#   update   61: valid loss 3.435, loss_0 3.415, accuracy 0.13 (epoch 1)
-#   update  100: loss 3.47  loss_0 3.46
-#   update  122: valid loss 3.378, loss_0 3.357, accuracy 0.18
-#   update  200: loss 3.25  loss_0 3.21; valid loss 3.145, loss_0 3.105,
-#                accuracy 0.22
-# The total loss drops within ~20 updates (feature penalty); the contrastive
-# part leaves chance after ~110 updates, as the Gumbel temperature falls.
-# Runs are not bit-reproducible: fairseq draws the masks from an unseeded
-# numpy Generator.
+# Measured speed and losses: examples/data/README.md.
 set -euo pipefail
 
 if [ "$#" -ne 2 ]; then

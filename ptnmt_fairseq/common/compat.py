@@ -2,7 +2,7 @@
 
 ``apply()`` is called once by ``ptnmt_fairseq/__init__.py`` (that is, when fairseq imports
 ``--user-dir ptnmt_fairseq``). Every fix is idempotent, logged once, and has a regression test
-in ``tests/test_compat.py`` that fails without it.
+in ``tests/unit/test_compat.py`` or ``tests/integration/test_compat_cli.py`` that fails without it.
 
 Fixes
 -----

@@ -15,3 +15,4 @@ def test_two_rank_training_and_resume(tiny_data, tmp_path):
 
     out = generate(tiny_data, tmp_path / "checkpoint_last.pt")
     assert sorted(hypotheses(out.stdout)) == list(range(10))
+

@@ -1,8 +1,18 @@
 """Shared helpers: BERT resolution/loading and generate-output scoring."""
+
 import pytest
 
 from ptnmt_fairseq.common import scoring
+
 from ptnmt_fairseq.common.bert import pretrained
+
+GENERATE_OUTPUT = """S-1\tb
+T-1\tthe cat sat
+H-1\t-0.5\tthe cat sat
+S-0\ta
+T-0\tplay ##ing games
+H-0\t-0.1\tplay ##ing game
+"""
 
 
 def test_packaged_minilm_resolves_and_loads_offline():
@@ -26,15 +36,6 @@ def test_uncached_hub_name_fails_offline_with_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FileNotFoundError, match="--target-bert bert-not-in-cache-xyz"):
         pretrained.load_bert_tokenizer("bert-not-in-cache-xyz", option="--target-bert")
-
-
-GENERATE_OUTPUT = """S-1\tb
-T-1\tthe cat sat
-H-1\t-0.5\tthe cat sat
-S-0\ta
-T-0\tplay ##ing games
-H-0\t-0.1\tplay ##ing game
-"""
 
 
 def test_read_generate_output_orders_by_id():
@@ -67,3 +68,4 @@ def test_detokenized_scoring_reads_d_lines_with_13a_bleu_and_normalised_wer():
         sacrebleu.corpus_bleu(hyps, [refs]).score)
     # not normalised: "hello world" vs "Hello, World!" is 2 errors of the 4 reference words
     assert scoring.word_error_rate(hyps, refs) == pytest.approx(100 * 2 / 4)
+

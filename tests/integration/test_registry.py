@@ -83,3 +83,4 @@ def test_every_plugin_component_is_visible_and_ours():
     found = discover(PLUGIN, "ptnmt_fairseq")
     assert found["foreign"] == [], "a plugin name clashes with a built-in: " + str(found)
     assert_visible(PLUGIN, found["added"])
+

@@ -1,4 +1,5 @@
-"""mRASP / mRASP2 building blocks: random aligned substitution and its dictionaries."""
+"""mRASP / mRASP2 building blocks: random aligned substitution and its dictionaries, the
+multilingual task's data, the contrastive loss and criterion, aligned augmentation, retrieval."""
 from collections import Counter
 
 import pytest
@@ -7,11 +8,12 @@ import ptnmt_fairseq  # noqa: F401
 from ptnmt_fairseq.common.multilingual.ras import (
     AlignedDictionaries, EpochSubstitutions, read_word_dictionary,
 )
+from conftest import LEXICON, PLUGIN, build_task, multi_task, write
 
-
-def write(path, text):
-    path.write_text(text, encoding="utf-8")
-    return path
+TINY_TRANSFORMER = ["--arch", "transformer", "--encoder-layers", "1", "--decoder-layers", "1",
+                    "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
+                    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
+                    "--share-all-embeddings"]
 
 
 @pytest.fixture
@@ -87,7 +89,7 @@ def test_no_dictionary_for_the_language_leaves_the_sentence(dictionaries):
 @pytest.mark.parametrize("line", ["file", "file\tDatei\textra", "\tDatei", "a b c"])
 def test_malformed_dictionary_line_is_named(tmp_path, line):
     path = write(tmp_path / "en-de.txt", f"open\töffnen\n\n{line}\n")
-    with pytest.raises(ValueError, match=rf"en-de.txt:3: expected 'source<TAB>target'"):
+    with pytest.raises(ValueError, match=r"en-de.txt:3: expected 'source<TAB>target'"):
         read_word_dictionary(path)
 
 
@@ -96,71 +98,6 @@ def test_dictionary_languages_come_from_the_name_or_a_prefix(tmp_path):
     with pytest.raises(ValueError, match="name it SRC-TGT.txt"):
         AlignedDictionaries([str(path)])
     assert AlignedDictionaries([f"en-de:{path}"]).target_languages("en") == ["de"]
-
-
-# --- multilingual task ----------------------------------------------------------------------
-
-LEXICON = {"red": ("rot", "rouge"), "blue": ("blau", "bleu"), "file": ("Datei", "fichier"),
-           "open": ("öffnen", "ouvrir"), "close": ("schließen", "fermer"),
-           "new": ("neu", "nouveau"), "window": ("Fenster", "fenêtre"), "save": ("speichern",
-                                                                                 "enregistrer")}
-
-
-def write_gettext_like(root, seed=0):
-    """A gettext-shaped corpus (en-de, en-fr, multi-way test) from a tiny lexicon."""
-    import random
-
-    rng = random.Random(seed)
-    root.mkdir(parents=True, exist_ok=True)
-
-    def sentences(n):
-        return [rng.sample(sorted(LEXICON), rng.randint(1, 4)) for _ in range(n)]
-
-    for split, n in (("train", 60), ("valid", 10), ("test", 8)):
-        for lang, column in (("de", 0), ("fr", 1)):
-            rows = sentences(n)
-            write(root / f"{split}.en-{lang}.en", "\n".join(" ".join(r) for r in rows) + "\n")
-            write(root / f"{split}.en-{lang}.{lang}",
-                  "\n".join(" ".join(LEXICON[w][column] for w in r) for r in rows) + "\n")
-    rows = sentences(8)
-    write(root / "test.multiway.en", "\n".join(" ".join(r) for r in rows) + "\n")
-    for lang, column in (("de", 0), ("fr", 1)):
-        write(root / f"test.multiway.{lang}",
-              "\n".join(" ".join(LEXICON[w][column] for w in r) for r in rows) + "\n")
-
-
-@pytest.fixture(scope="module")
-def multi_data(tmp_path_factory):
-    import subprocess
-    import sys
-
-    from conftest import REPO
-
-    root = tmp_path_factory.mktemp("multi")
-    write_gettext_like(root / "gettext")
-    subprocess.run([sys.executable, REPO / "examples/data/prepare_multilingual.py",
-                    root / "gettext", root / "data", "--langs", "de", "fr", "--vocab-size", "80"],
-                   check=True, capture_output=True)
-    write(root / "dict" / "en-de.txt" if (root / "dict").mkdir() is None else None,
-          "".join(f"{w}\t{d}\n" for w, (d, _) in LEXICON.items()))
-    write(root / "dict" / "en-fr.txt", "".join(f"{w}\t{f}\n" for w, (_, f) in LEXICON.items()))
-    write(root / "dict" / "de-en.txt", "".join(f"{d}\t{w}\n" for w, (d, _) in LEXICON.items()))
-    # mRASP2's aligned augmentation reads monolingual text: the German side of en-de
-    write(root / "data" / "train.mono.de", (root / "data" / "train.en-de.de").read_text())
-    return root / "data", root / "dict"
-
-
-def multi_task(data, *extra, task="translation_multi_langtok"):
-    from fairseq import options, tasks
-    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-
-    from conftest import PLUGIN
-
-    parser = options.get_training_parser()
-    args = options.parse_args_and_arch(parser, [
-        str(data), "--user-dir", PLUGIN, "--task", task, "--arch",
-        "transformer", "--cpu", *extra])
-    return tasks.setup_task(convert_namespace_to_omegaconf(args).task)
 
 
 def test_language_tokens_on_source_and_decoder_input(multi_data):
@@ -241,46 +178,6 @@ def test_ras_in_the_training_data_is_seeded_per_epoch(multi_data):
     assert 0 < d.replaced_words < sum(len(line.split()) for line in d.src_lines)
 
 
-def test_multilingual_training_and_zero_shot_generation_cli(multi_data, tmp_path):
-    from conftest import PLUGIN, run_cli, num_updates
-
-    data, dicts = multi_data
-    out = run_cli("fairseq-train", [
-        data, "--user-dir", PLUGIN, "--task", "translation_multi_langtok", "--cpu",
-        "--lang-pairs", "en-de,de-en,en-fr,fr-en", "--ras-prob", "0.3",
-        "--ras-dicts", f"{dicts}/en-de.txt,{dicts}/en-fr.txt",
-        "--arch", "transformer", "--encoder-layers", "1", "--decoder-layers", "1",
-        "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
-        "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
-        "--share-all-embeddings", "--criterion", "label_smoothed_cross_entropy",
-        "--label-smoothing", "0.1", "--optimizer", "adam", "--lr", "1e-3",
-        "--max-tokens", "400", "--max-update", "4", "--save-dir", tmp_path,
-        "--no-epoch-checkpoints", "--num-workers", "0", "--no-progress-bar", "--log-interval", "1"])
-    log = out.stdout + out.stderr
-    assert num_updates(log) == 4 and "sampling ratios (T=2.0)" in log
-    gen = run_cli("fairseq-generate", [
-        data, "--user-dir", PLUGIN, "--task", "translation_multi_langtok", "-s", "de", "-t", "fr",
-        "--cpu", "--path", tmp_path / "checkpoint_last.pt", "--gen-subset", "test",
-        "--beam", "2", "--max-len-b", "8", "--max-tokens", "400", "--scoring", "sacrebleu"])
-    sources = [l for l in gen.stdout.splitlines() if l.startswith("S-")]
-    assert len(sources) == 8 and all("\tLANG_TOK_DE " in l for l in sources)
-    assert not any("LANG_TOK" in l for l in gen.stdout.splitlines() if l.startswith("D-"))
-    assert "BLEU" in (gen.stdout + gen.stderr)
-    # sentence retrieval on the multi-way test set, through the module's command line
-    import json
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "-m", "ptnmt_fairseq.mrasp2.retrieval", data,
-                          "--path", tmp_path / "checkpoint_last.pt", "--langs", "en", "de", "fr"],
-                         capture_output=True, text=True, check=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert set(result["pairs"]) == {"en-de", "en-fr", "de-en", "de-fr", "fr-en", "fr-de"}
-    assert result["retrieval_acc"] == pytest.approx(sum(result["pairs"].values()) / 6, abs=0.02)
-
-
-# --- mRASP2 contrastive loss ------------------------------------------------------------------
-
 def test_contrastive_loss_matches_hand_computation():
     import math
 
@@ -312,29 +209,17 @@ def test_masked_mean_ignores_padding():
     assert masked_mean(states, None).squeeze(-1).tolist() == pytest.approx([3.0, (10 + 99 + 99) / 3])
 
 
-TINY_TRANSFORMER = ["--arch", "transformer", "--encoder-layers", "1", "--decoder-layers", "1",
-                    "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
-                    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
-                    "--share-all-embeddings"]
-
-
 def test_contrastive_criterion_adds_lambda_times_the_loss_of_the_target_as_source(multi_data):
     import torch
-    from fairseq import options, tasks
-    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-    from conftest import PLUGIN
     from ptnmt_fairseq.common.contrastive import contrastive_loss
 
     data, _ = multi_data
-    parser = options.get_training_parser()
-    args = options.parse_args_and_arch(parser, [
-        str(data), "--user-dir", PLUGIN, "--task", "translation_multi_langtok", "--cpu",
+    cfg, task = build_task([
+        data, "--user-dir", PLUGIN, "--task", "translation_multi_langtok", "--cpu",
         "--lang-pairs", "en-de,fr-en", *TINY_TRANSFORMER[2:], "--arch", "transformer",
         "--criterion", "label_smoothed_cross_entropy_with_contrastive", "--label-smoothing", "0.1",
         "--contrastive-lambda", "1.0", "--temperature", "0.1"])
-    cfg = convert_namespace_to_omegaconf(args)
-    task = tasks.setup_task(cfg.task)
     task.load_dataset("valid")
     model = task.build_model(cfg.model).eval()
     criterion = task.build_criterion(cfg.criterion)
@@ -359,27 +244,6 @@ def test_contrastive_criterion_adds_lambda_times_the_loss_of_the_target_as_sourc
         expected = contrastive_loss(torch.stack(anchors), torch.stack(positives), 0.1)
     assert log["contrastive_loss"] > 0
     assert torch.isclose(total - ce, expected * sample["ntokens"] / 5, rtol=1e-4, atol=1e-4)
-
-
-def test_mrasp2_two_rank_ddp_with_ras_and_contrastive_loss(multi_data, tmp_path):
-    import re
-
-    from conftest import PLUGIN, num_updates, run_ddp
-
-    data, dicts = multi_data
-    outputs = run_ddp([
-        data, "--user-dir", PLUGIN, "--task", "translation_multi_langtok_aa", "--cpu",
-        "--lang-pairs", "en-de,de-en,en-fr,fr-en", "--ras-prob", "0.3", "--mono-langs", "de",
-        "--ras-dicts", f"{dicts}/en-de.txt,{dicts}/en-fr.txt,{dicts}/de-en.txt", *TINY_TRANSFORMER,
-        "--criterion", "label_smoothed_cross_entropy_with_contrastive", "--label-smoothing", "0.1",
-        "--optimizer", "adam", "--lr", "1e-3", "--max-tokens", "400", "--max-update", "3",
-        "--save-dir", tmp_path, "--no-epoch-checkpoints", "--num-workers", "0",
-        "--no-progress-bar", "--log-interval", "1"])
-    assert "distributed init (rank 1)" in outputs[1]
-    assert num_updates(outputs[0]) == 3
-    assert re.search(r"sampling ratios .*de-de \(AA\) 0\.\d+", outputs[0])  # AA in the mix
-    values = [float(v) for v in re.findall(r"contrastive_loss[=\s]+([\d.]+)", outputs[0])]
-    assert values and all(v > 0 for v in values)
 
 
 def test_aligned_augmentation_pairs_substituted_monolingual_text_with_itself(multi_data, tmp_path):
@@ -424,3 +288,4 @@ def test_epoch_substitutions_rate_and_positions(tmp_path, prob):
     for index in range(0, 400, 37):
         for position, word in ras.changes(1, index):
             assert position < 50 and word == f"t{position}"
+

@@ -5,25 +5,41 @@ catalogs under /usr/share/locale, FreeDict dictionaries under
 /usr/share/dictd and the espeak-ng synthesiser.  Tests that need a missing
 Debian package skip and name the package; they never install anything.
 """
+
 import hashlib
+
 import importlib.util
+
 import json
+
 import os
+
 import re
+
 import shutil
+
 import struct
+
 import subprocess
+
 import sys
+
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
+
 DATA_SCRIPTS = REPO / "examples" / "data"
+
 LOCALE_ROOT = Path("/usr/share/locale")
+
 DICT_DIR = Path("/usr/share/dictd")
+
 LANGS = ("de", "fr")
+
 SPLITS = ("train", "valid", "test")
+
 ENV = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
 
 # Placeholders the corpus filter must have removed.
@@ -55,9 +71,6 @@ def directory_digest(directory):
     for path in sorted(Path(directory).iterdir()):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
-
-
-# --------------------------------------------------------------------- gettext
 
 
 def has_catalogs(lang):
@@ -185,9 +198,6 @@ def test_gettext_parser_handles_plural_context_and_filters(tmp_path):
     }
 
 
-# -------------------------------------------------------------------- FreeDict
-
-
 def test_freedict_conversion_gives_word_pairs(tmp_path):
     index = DICT_DIR / "freedict-deu-eng.index"
     if not index.is_file():
@@ -210,9 +220,6 @@ def test_freedict_missing_dictionary_names_the_file(tmp_path):
     )
     assert result.returncode != 0
     assert str(tmp_path / "freedict-deu-eng.index") in result.stderr
-
-
-# ---------------------------------------------------------------------- speech
 
 
 def test_speech_synthesis_writes_16k_manifest(tmp_path):
@@ -241,3 +248,4 @@ def test_speech_synthesis_writes_16k_manifest(tmp_path):
         assert info.frames == int(n_frames) > 16000 // 2  # a sentence lasts over half a second
         samples, _ = soundfile.read(outdir / audio, dtype="float32")
         assert numpy.sqrt(numpy.mean(samples**2)) > 0.01, "audio is silent"
+

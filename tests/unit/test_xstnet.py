@@ -1,0 +1,245 @@
+"""XSTNet and the shared speech pipeline, in process: shrinking, tags, batches, loss, resampling,
+bad audio. The corpus and the tiny wav2vec 2.0 are ``conftest.corpus``."""
+import math
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+import ptnmt_fairseq  # noqa: F401  (compat fixes, registrations)
+from ptnmt_fairseq.common.speech import dataset as speech_data
+from ptnmt_fairseq.common.speech.audio import BadAudioError, read_audio
+from ptnmt_fairseq.xstnet.model import Shrinker
+from conftest import copy_data, rewrite_manifest, xstnet_task
+from tiny_wav2vec2 import num_frames
+
+BAD_AUDIO = {
+    "missing": (lambda p: p.unlink(), "file does not exist"),
+    "empty": (lambda p: p.write_bytes(b""), "empty file"),
+    "zero_length": (lambda p: soundfile.write(p, np.zeros(0), 16000), "zero-length audio"),
+    "corrupt": (lambda p: p.write_bytes(b"RIFF" + bytes(range(200))), "unreadable audio"),
+    "wrong_rate": (lambda p: soundfile.write(p, soundfile.read(p)[0], 8000), "wrong sample rate"),
+}
+
+
+def test_shrinker_lengths_and_padding_invariance():
+    torch.manual_seed(0)
+    shrinker = Shrinker(8, 16, 12, kernel_sizes=(5, 5))
+    frames = torch.randn(3, 37, 8)
+    lengths = torch.tensor([37, 20, 1])
+    out, out_lengths = shrinker(frames, lengths)
+    # floor((L - 1) / 2) + 1 per stride-2 layer: 37 -> 19 -> 10, 20 -> 10 -> 5, 1 -> 1 -> 1
+    assert out_lengths.tolist() == [10, 5, 1]
+    assert out.shape == (3, 10, 12)
+    alone, _ = shrinker(frames[1:2, :20], lengths[1:2])
+    assert torch.allclose(out[1, :5], alone[0], atol=1e-6)
+
+
+def test_encoder_lengths_audio_tag_and_padding(corpus):
+    data, w2v = corpus
+    cfg, task = xstnet_task(data, w2v)
+    model = task.build_model(cfg.model).eval()
+    waveforms = torch.randn(2, 16000) * 0.1
+    waveforms[1, 8000:] = 0.0
+    lengths = torch.tensor([16000, 8000])
+    with torch.no_grad():
+        out = model.encoder(waveforms, lengths)
+        alone = model.encoder(waveforms[1:2, :8000], lengths[1:])
+    # wav2vec 2.0: 49 and 24 frames; shrinker: 49 -> 25 -> 13, 24 -> 12 -> 6; + <audio>
+    assert (num_frames(16000), num_frames(8000)) == (49, 24)
+    steps = (~out["encoder_padding_mask"][0]).sum(1).tolist()
+    assert steps == [14, 7]
+    assert out["encoder_out"][0].shape[:2] == (14, 2)
+    audio = task.dictionary.index("<audio>")
+    embed = model.encoder.transformer
+    assert torch.allclose(out["encoder_embedding"][0][:, 0],
+                          embed.embed_scale * embed.embed_tokens.weight[audio].expand(2, -1))
+    # the short clip's encoding does not depend on the batch's padding
+    assert torch.allclose(out["encoder_out"][0][:7, 1], alone["encoder_out"][0][:, 0], atol=1e-4)
+
+
+def test_language_tags_in_every_task(corpus):
+    data, w2v = corpus
+    _, task = xstnet_task(data, w2v)
+    task.load_dataset("valid")
+    dataset = task.dataset("valid")
+    sample = dataset.collater([dataset[i] for i in range(len(dataset))])
+    d = task.dictionary
+    en, fr = d.index("<lang:en>"), d.index("<lang:fr>")
+    tasks = sample["tasks"]
+    assert set(tasks) == {"st", "asr", "mt"}
+    assert tasks["st"]["net_input"]["src_tokens"].is_floating_point()
+    assert tasks["st"]["net_input"]["prev_output_tokens"][:, 0].eq(fr).all()
+    assert tasks["asr"]["net_input"]["prev_output_tokens"][:, 0].eq(en).all()
+    assert tasks["mt"]["net_input"]["src_tokens"][:, 0].eq(en).all()
+    assert tasks["mt"]["net_input"]["prev_output_tokens"][:, 0].eq(fr).all()
+    for name, batch in tasks.items():
+        target, prev = batch["target"], batch["net_input"]["prev_output_tokens"]
+        assert not target.eq(en).any() and not target.eq(fr).any(), name  # never predicted
+        real = target.ne(d.pad())
+        assert (prev[:, 1:][real[:, 1:]] == target[:, :-1][real[:, 1:]]).all(), name
+        assert target.gather(1, real.sum(1, keepdim=True) - 1).eq(d.eos()).all(), name
+    # the transcript is what ASR predicts and MT reads
+    row = 0
+    transcript = tasks["asr"]["target"][row]
+    mt_source = tasks["mt"]["net_input"]["src_tokens"][row]
+    assert mt_source[1:1 + transcript.ne(d.pad()).sum()].tolist() == \
+        transcript[transcript.ne(d.pad())].tolist()
+    assert task.bpe.decode(d.string(transcript[transcript.ne(d.pad())][:-1])) == \
+        dataset.rows[int(sample["id"][row])]["src_text"]
+
+
+def test_missing_language_tag_is_named(corpus, tmp_path):
+    data, w2v = corpus
+    copy = copy_data(data, tmp_path / "st")
+    lines = (copy / "dict.txt").read_text(encoding="utf-8").splitlines()
+    (copy / "dict.txt").write_text("\n".join(l for l in lines if not l.startswith("<lang:fr>"))
+                                   + "\n", encoding="utf-8")
+    _, task = xstnet_task(copy, w2v)
+    with pytest.raises(ValueError, match=r"<lang:fr> is not in .*dict.txt .*valid.tsv:2"):
+        task.load_dataset("valid")
+
+
+def test_multitask_batch_composition(corpus):
+    data, w2v = corpus
+    _, task = xstnet_task(data, w2v, "--external-mt", "train_mt.tsv", "--external-mt-ratio", "0.5",
+                    "--batch-size", "4")
+    task.load_dataset("train")
+    dataset = task.dataset("train")
+    iterator = task.get_batch_iterator(dataset, max_tokens=200000, max_sentences=4,
+                                       required_batch_size_multiple=1, seed=1, epoch=1)
+    batches = list(iterator.next_epoch_itr(shuffle=True))
+    triples = [b for b in batches if "st" in b["tasks"]]
+    external = [b for b in batches if "st" not in b["tasks"]]
+    n_triples = len(dataset.datasets[0])
+    n_external = len(dataset.datasets[1])
+    # every triple once, with all three tasks on the same sentences
+    ids = sorted(int(i) for b in triples for i in b["id"])
+    assert ids == list(range(n_triples))
+    assert all(set(b["tasks"]) == {"st", "asr", "mt"} for b in triples)
+    assert all(b["tasks"]["st"]["net_input"]["src_tokens"].is_floating_point() for b in triples)
+    # external MT: text only, MT only, half of its batches per epoch (--external-mt-ratio 0.5)
+    assert all(set(b["tasks"]) == {"mt"} and b["audio_seconds"] == 0.0 for b in external)
+    assert len(external) == int(0.5 * math.ceil(n_external / 4))
+    # batches of both kinds are interleaved, not one block after the other
+    kinds = ["st" in b["tasks"] for b in batches]
+    assert kinds != sorted(kinds) and kinds != sorted(kinds, reverse=True)
+
+
+def test_mt_stage_never_reads_audio(corpus, monkeypatch):
+    data, w2v = corpus
+    _, task = xstnet_task(data, w2v, "--train-tasks", "mt", "--external-mt", "train_mt.tsv")
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("stage 1 (MT) read audio")
+
+    monkeypatch.setattr(speech_data, "read_audio", forbidden)
+    task.load_dataset("train")
+    triples = task.dataset("train").datasets[0]
+    sample = triples.collater([triples[i] for i in range(4)])
+    assert set(sample["tasks"]) == {"mt"} and not triples.uses_audio
+
+
+def label_smoothed_mean(lprobs, target, pad, epsilon):
+    """Label-smoothed CE per real token, written out: (1 - e - e') nll + e' sum_v -log p_v."""
+    vocab = lprobs.size(-1)
+    e_other = epsilon / (vocab - 1)
+    real = target.ne(pad)
+    nll = -lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    smooth = -lprobs.sum(-1)
+    per_token = (1 - epsilon - e_other) * nll + e_other * smooth
+    return per_token[real].sum() / real.sum()
+
+
+def test_multitask_loss_matches_hand_computation(corpus):
+    data, w2v = corpus
+    cfg, task = xstnet_task(data, w2v, "--st-weight", "1.0", "--asr-weight", "0.5",
+                      "--mt-weight", "2.0")
+    model = task.build_model(cfg.model).eval()
+    criterion = task.build_criterion(cfg.criterion)
+    task.load_dataset("valid")
+    dataset = task.dataset("valid")
+    sample = dataset.collater([dataset[i] for i in range(4)])
+    with torch.no_grad():
+        loss, sample_size, log = criterion(model, sample)
+        expected = 0.0
+        for name, weight in (("st", 1.0), ("asr", 0.5), ("mt", 2.0)):
+            batch = sample["tasks"][name]
+            net_input = batch["net_input"]
+            logits, _ = model(net_input["src_tokens"], net_input["src_lengths"],
+                              net_input["prev_output_tokens"])
+            lprobs = torch.log_softmax(logits.double(), dim=-1)
+            expected += weight * label_smoothed_mean(lprobs, batch["target"],
+                                                     task.dictionary.pad(), 0.1)
+    assert sample_size == sample["tasks"]["st"]["ntokens"]
+    assert torch.isclose(loss.double() / sample_size, expected, rtol=1e-4)
+
+
+def test_resampling_keeps_pitch_and_downmixes(tmp_path):
+    t = np.arange(8000) / 8000.0
+    tone = 0.5 * np.sin(2 * np.pi * 440 * t)
+    path = tmp_path / "tone.wav"
+    soundfile.write(path, np.stack([tone, 0.5 * tone], axis=1), 8000)  # stereo, 8 kHz
+    waveform = read_audio(path, 16000)
+    assert waveform.shape == (16000,)
+    spectrum = torch.fft.rfft(waveform).abs()
+    assert abs(int(spectrum.argmax()) - 440) <= 1  # 1 s of audio: bin = Hz
+    assert math.isclose(float(waveform.abs().max()), 0.375, rel_tol=0.02)  # (0.5 + 0.25) / 2
+
+
+@pytest.mark.parametrize("case", sorted(BAD_AUDIO))
+def test_bad_audio_is_named(corpus, tmp_path, case):
+    data, w2v = corpus
+    copy = copy_data(data, tmp_path / "st")
+    damage, message = BAD_AUDIO[case]
+    row = (copy / "valid.tsv").read_text(encoding="utf-8").splitlines()[3].split("\t")
+    damage(copy / row[1])
+    _, task = xstnet_task(copy, w2v)
+    with pytest.raises(BadAudioError) as error:
+        task.load_dataset("valid")
+    text = str(error.value)
+    assert f"valid.tsv:4 (id {row[0]})" in text and row[1] in text and message in text
+
+
+def test_audio_broken_after_loading_fails_or_is_dropped_from_its_batch(corpus, tmp_path):
+    data, w2v = corpus
+    copy = copy_data(data, tmp_path / "st")
+    _, strict = xstnet_task(copy, w2v)
+    _, lenient = xstnet_task(copy, w2v, "--skip-bad-audio")
+    strict.load_dataset("valid")
+    lenient.load_dataset("valid")
+    row = strict.dataset("valid").rows[2]
+    soundfile.write(copy / row["audio"], np.zeros(100), 16000)  # mid-training: file replaced
+    with pytest.raises(BadAudioError, match=rf"valid.tsv:4 \(id {row['id']}\).*n_frames="):
+        strict.dataset("valid")[2]
+    dataset = lenient.dataset("valid")
+    sample = dataset.collater([dataset[i] for i in range(len(dataset))])
+    assert sorted(sample["id"].tolist()) == [0, 1, 3, 4, 5]
+    assert dataset.collater([dataset[2]]) == {}  # fairseq's trainer skips an empty batch
+
+
+def test_clips_too_short_for_wav2vec2_are_filtered(corpus, tmp_path):
+    data, w2v = corpus
+    copy = copy_data(data, tmp_path / "st")
+
+    def shorten(rows):
+        soundfile.write(copy / rows[1][1], np.full(500, 0.1), 16000)
+        rows[1][2] = "500"
+
+    rewrite_manifest(copy / "valid.tsv", shorten)
+    _, task = xstnet_task(copy, w2v)
+    task.load_dataset("valid")
+    dataset = task.dataset("valid")
+    kept, ignored = dataset.filter_indices_by_size(np.arange(len(dataset)), (480000, 1024))
+    assert list(ignored) == [1] and 1 not in kept.tolist() and len(kept) == len(dataset) - 1
+
+
+def test_misaligned_manifest_row_is_named(corpus, tmp_path):
+    data, w2v = corpus
+    copy = copy_data(data, tmp_path / "st")
+    rewrite_manifest(copy / "valid.tsv", lambda rows: rows[2].pop())  # a lost column
+    _, task = xstnet_task(copy, w2v)
+    with pytest.raises(ValueError, match=r"valid.tsv:4: 6 tab-separated fields, the header has 7"):
+        task.load_dataset("valid")
+
