@@ -20,7 +20,6 @@ from conftest import BASE_ENV, REPO, num_updates
 from tiny_wav2vec2 import load_wav2vec2, num_frames
 
 SCRIPT = REPO / "examples" / "data" / "pretrain_wav2vec2.sh"
-
 SAMPLE_RATE = 16000
 
 

@@ -1,9 +1,7 @@
 """Shared helpers: BERT resolution/loading and generate-output scoring."""
-
 import pytest
 
 from ptnmt_fairseq.common import scoring
-
 from ptnmt_fairseq.common.bert import pretrained
 
 GENERATE_OUTPUT = """S-1\tb

@@ -5,25 +5,15 @@ catalogs under /usr/share/locale, FreeDict dictionaries under
 /usr/share/dictd and the espeak-ng synthesiser.  Tests that need a missing
 Debian package skip and name the package; they never install anything.
 """
-
 import hashlib
-
 import importlib.util
-
 import json
-
 import os
-
 import re
-
 import shutil
-
 import struct
-
 import subprocess
-
 import sys
-
 from pathlib import Path
 
 import pytest
@@ -31,15 +21,10 @@ import pytest
 from conftest import REPO
 
 DATA_SCRIPTS = REPO / "examples" / "data"
-
 LOCALE_ROOT = Path("/usr/share/locale")
-
 DICT_DIR = Path("/usr/share/dictd")
-
 LANGS = ("de", "fr")
-
 SPLITS = ("train", "valid", "test")
-
 ENV = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
 
 # Placeholders the corpus filter must have removed.
