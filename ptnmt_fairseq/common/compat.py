@@ -30,6 +30,18 @@ Fixes
 8. wav2vec 2.0 masking: ``compute_mask_indices`` calls ``randint`` on a numpy ``Generator``,
    which has none, so ``--no-mask-overlap``, ``--no-mask-channel-overlap`` and ``--mask-selection
    uniform`` raised AttributeError. Its generators get the method (same random stream).
+9. numpy 2 removals in fairseq's data code (a scan of the whole library found these three, besides
+   fix 5): ``np.percentile(interpolation=)`` in ``data_utils.get_buckets`` (``--num-batch-buckets``
+   for the translation tasks, ``audio_pretraining``), and ``np.compat.long`` in the bucketed
+   ``LanguagePairDataset`` and in ``TokenBlockDataset(break_mode="eos")`` (``language_modeling``,
+   ``masked_lm`` and denoising data, and their interactive/hub inference). Module-local numpy
+   proxies give them ``method=`` and ``compat.long`` (= ``int``, as in numpy 1).
+10. ``MaskedLMDictionary.load`` / legacy ``BertDictionary.load`` (``cross_lingual_lm``,
+   ``legacy_masked_lm``, ``translation_from_pretrained_xlm``) raised TypeError: ``Dictionary.load``
+   passes ``add_special_symbols``, which their ``__init__`` does not take. ``load`` builds them
+   as before that keyword existed (their specials first, ``<mask>`` = 4).
+11. An empty, truncated or foreign binarised file (``.bin``/``.idx``) ended in an AttributeError
+   from ``MMapIndexedDataset.__del__``; it is now a ValueError naming the file and what is wrong.
 """
 import argparse
 import collections
@@ -316,6 +328,108 @@ def fix_mask_generator_randint():
     data_utils.np = _ModuleProxy("numpy", np, random=random_proxy)
 
 
+# --------------------------------------------------------------------------------------------
+# 9. numpy 2 removals in fairseq's data code
+# --------------------------------------------------------------------------------------------
+def _percentile(a, q, *args, interpolation=None, **kwargs):
+    """``np.percentile`` that also takes numpy < 2.4's ``interpolation=`` (``method=`` since 1.22)."""
+    if interpolation is not None:
+        kwargs.setdefault("method", interpolation)
+    return np.percentile(a, q, *args, **kwargs)
+
+
+@_once("numpy 2: np.percentile(interpolation=) and np.compat.long in fairseq's data code")
+def fix_numpy2_removals():
+    from fairseq.data import data_utils, language_pair_dataset, token_block_dataset
+
+    # Chained onto data_utils' current numpy (fix 8's proxy), so neither fix undoes the other.
+    data_utils.np = _ModuleProxy("numpy", data_utils.np, percentile=_percentile)
+    numpy1_compat = types.SimpleNamespace(long=int)  # numpy 1.x: numpy.compat.long is int
+    for module in (language_pair_dataset, token_block_dataset):
+        module.np = _ModuleProxy("numpy", module.np, compat=numpy1_compat)
+
+
+# --------------------------------------------------------------------------------------------
+# 10. legacy MaskedLMDictionary.load
+# --------------------------------------------------------------------------------------------
+@_once("MaskedLMDictionary/BertDictionary.load (XLM tasks)")
+def fix_legacy_masked_lm_dictionary_load():
+    from fairseq.data.legacy.masked_lm_dictionary import MaskedLMDictionary
+
+    def load(cls, f, add_special_symbols=True):
+        if not add_special_symbols:
+            raise ValueError(f"{cls.__name__} always starts with its special symbols")
+        dictionary = cls()
+        dictionary.add_from_file(f)
+        return dictionary
+
+    MaskedLMDictionary.load = classmethod(load)  # the legacy BertDictionary inherits it
+
+
+# --------------------------------------------------------------------------------------------
+# 11. binarised files checked before they are memory-mapped
+# --------------------------------------------------------------------------------------------
+MMAP_HEADER_BYTES = 9 + 8 + 1 + 8  # magic, version, dtype code, item count
+
+
+def mmap_dataset_problem(prefix: str):
+    """What is wrong with the ``prefix.idx`` / ``prefix.bin`` pair of fairseq's mmap format, or
+    None. Reads the index header only."""
+    import struct
+
+    from fairseq.data.indexed_dataset import MMapIndexedDataset, _code_to_dtype
+
+    index, data = prefix + ".idx", prefix + ".bin"
+    for path in (index, data):
+        if not os.path.isfile(path):
+            return path, "does not exist"
+    index_bytes = os.path.getsize(index)
+    if index_bytes < MMAP_HEADER_BYTES:
+        return index, f"{index_bytes} bytes, shorter than the index header: empty or truncated"
+    with open(index, "rb") as stream:
+        if stream.read(9) != MMapIndexedDataset.Index._HDR_MAGIC:
+            return index, "not a fairseq mmap index (written with another --dataset-impl?)"
+        stream.read(8)
+        dtype = _code_to_dtype.get(struct.unpack("<B", stream.read(1))[0])
+        (count,) = struct.unpack("<Q", stream.read(8))
+        if dtype is None:
+            return index, "unknown token dtype code"
+        if index_bytes < MMAP_HEADER_BYTES + 12 * count:
+            return index, f"truncated: {index_bytes} bytes cannot hold {count} items"
+        sizes = np.frombuffer(stream.read(4 * count), dtype=np.int32)
+        pointers = np.frombuffer(stream.read(8 * count), dtype=np.int64)
+    needed = int(pointers[-1] + sizes[-1] * np.dtype(dtype).itemsize) if count else 0
+    data_bytes = os.path.getsize(data)
+    if data_bytes < needed or (count and data_bytes == 0):
+        return data, (f"{data_bytes} bytes, but its index {os.path.basename(index)} needs "
+                      f"{needed} for {count} sentences: empty or truncated")
+    return None
+
+
+@_once("binarised .bin/.idx files checked before memory-mapping (clear errors)")
+def check_binarised_files():
+    from fairseq.data.indexed_dataset import MMapIndexedDataset
+
+    original_do_init = MMapIndexedDataset._do_init
+
+    def _do_init(self, path):
+        problem = mmap_dataset_problem(path)
+        if problem is not None:
+            raise ValueError(f"{problem[0]}: {problem[1]}. Re-run fairseq-preprocess for this "
+                             "split (an interrupted or failed run leaves such files).")
+        original_do_init(self, path)
+
+    def closing(original):
+        def __del__(self):  # a failed __init__ has no buffer to close
+            if "_bin_buffer_mmap" in self.__dict__:
+                original(self)
+        return __del__
+
+    MMapIndexedDataset._do_init = _do_init
+    MMapIndexedDataset.__del__ = closing(MMapIndexedDataset.__del__)
+    MMapIndexedDataset.Index.__del__ = closing(MMapIndexedDataset.Index.__del__)
+
+
 PATCHES = (
     allow_fairseq_checkpoint_globals,
     replace_sox_convert_waveform,
@@ -324,6 +438,9 @@ PATCHES = (
     make_checkpoint_copies_atomic,
     keep_remainder_batch,
     fix_mask_generator_randint,
+    fix_numpy2_removals,  # after fix 8: it wraps fix 8's data_utils proxy
+    fix_legacy_masked_lm_dictionary_load,
+    check_binarised_files,
 )
 
 

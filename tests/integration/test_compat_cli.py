@@ -122,3 +122,14 @@ def test_generate_translates_every_test_sentence(tiny_data, trained):
     out = generate(tiny_data, trained / "checkpoint_last.pt")
     assert sorted(hypotheses(out.stdout)) == list(range(10))
 
+
+
+def test_bucketing_and_an_empty_binarised_file_through_fairseq_train(tiny_data, tmp_path):
+    out = train(tiny_data, tmp_path / "ck", extra=["--num-batch-buckets", "4"])  # numpy 2
+    assert num_updates(out.stdout + out.stderr) == 3
+    data = shutil.copytree(tiny_data, tmp_path / "bin")
+    (data / "valid.src-tgt.src.bin").write_bytes(b"")  # an interrupted fairseq-preprocess
+    proc = run_cli("fairseq-train", train_args(data, tmp_path / "ck2"), check=False)
+    assert proc.returncode != 0
+    assert "valid.src-tgt.src.bin: 0 bytes, but its index" in proc.stderr
+    assert "AttributeError" not in proc.stderr

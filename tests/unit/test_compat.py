@@ -112,3 +112,56 @@ def test_wav2vec2_mask_options_that_called_generator_randint(options):
     mask = compute_mask_indices((4, 100), None, 0.5, 5, min_masks=1, **options)
     assert mask.shape == (4, 100) and mask.any(axis=1).all()
 
+
+
+def test_numpy2_bucketing_and_eos_blocks():
+    from fairseq.data import Dictionary, LanguagePairDataset, TokenBlockDataset, data_utils
+
+    # get_buckets: np.percentile(interpolation="lower") -> the lower of each bucket's sizes
+    assert data_utils.get_buckets(np.array([3, 2, 4, 5, 9]), 2).tolist() == [4, 9]
+    # TokenBlockDataset(break_mode="eos"): np.compat.long
+    blocks = TokenBlockDataset([torch.LongTensor([4, 5, 2]), torch.LongTensor([6, 2])], [3, 2],
+                               block_size=None, pad=1, eos=2, break_mode="eos")
+    assert [blocks[i].tolist() for i in range(len(blocks))] == [[4, 5, 2], [6, 2]]
+    # LanguagePairDataset(num_buckets=...): get_buckets, then np.vectorize(otypes=[np.compat.long])
+    d = Dictionary()
+    sentences = [torch.LongTensor([d.add_symbol(str(i))] * (i + 1) + [d.eos()]) for i in range(6)]
+    sizes = np.array([len(s) for s in sentences])
+    pairs = LanguagePairDataset(sentences, sizes, d, sentences, sizes, d, num_buckets=2)
+    assert pairs.buckets is not None and pairs.collater([pairs[0], pairs[5]])["nsentences"] == 2
+
+
+def test_legacy_masked_lm_dictionaries_load(tmp_path):
+    from fairseq.data.legacy.masked_lm_dictionary import BertDictionary, MaskedLMDictionary
+
+    path = tmp_path / "dict.txt"
+    path.write_text("hello 3\nworld 2\n")
+    xlm = MaskedLMDictionary.load(str(path))
+    assert xlm.symbols[:7] == ["<s>", "<pad>", "</s>", "<unk>", "<mask>", "hello", "world"]
+    assert xlm.mask() == 4 and xlm.nspecial == 5
+    bert = BertDictionary.load(str(path))
+    assert bert.symbols[5:9] == ["<cls>", "<sep>", "hello", "world"] and bert.nspecial == 7
+
+
+def _binarised(prefix, suffix):
+    return prefix.parent / (prefix.name + suffix)
+
+
+@pytest.mark.parametrize("damage,named,problem", [
+    (lambda p: _binarised(p, ".bin").write_bytes(b""), ".bin", "0 bytes, but its index"),
+    (lambda p: _binarised(p, ".bin").write_bytes(b"123456789"), ".bin", "9 bytes, but its index"),
+    (lambda p: _binarised(p, ".idx").write_bytes(b"MMIDIDX"), ".idx", "shorter than the index"),
+    (lambda p: _binarised(p, ".idx").write_bytes(b"X" * 64), ".idx", "not a fairseq mmap index"),
+])
+def test_damaged_binarised_file_is_named(tmp_path, damage, named, problem):
+    from fairseq.data import indexed_dataset
+
+    prefix = tmp_path / "valid.src-tgt.src"
+    builder = indexed_dataset.MMapIndexedDatasetBuilder(str(prefix) + ".bin", dtype=np.int32)
+    for tokens in ([5, 6, 2], [7, 2]):
+        builder.add_item(torch.IntTensor(tokens))
+    builder.finalize(str(prefix) + ".idx")
+    assert indexed_dataset.MMapIndexedDataset(str(prefix))[1].tolist() == [7, 2]
+    damage(prefix)
+    with pytest.raises(ValueError, match=rf"valid.src-tgt.src\{named}: .*{problem}.*fairseq-preprocess"):
+        indexed_dataset.MMapIndexedDataset(str(prefix))
