@@ -13,6 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from ptnmt_fairseq.common.bert.pretrained import load_bert_tokenizer  # noqa: E402
+from ptnmt_fairseq.common.lines import read_lines  # noqa: E402
 
 
 def main():
@@ -23,7 +24,7 @@ def main():
     parser.add_argument("--max-tokens", type=int, default=250)
     args = parser.parse_args()
     tokenizer = load_bert_tokenizer(args.bert)
-    lines = Path(args.input).read_text(encoding="utf-8").splitlines()
+    lines = read_lines(args.input)
     batch = tokenizer(lines, add_special_tokens=False)["input_ids"]
     with open(args.output, "w", encoding="utf-8") as out:
         for ids in batch:

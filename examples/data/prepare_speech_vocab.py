@@ -27,6 +27,9 @@ from pathlib import Path
 
 import sentencepiece as spm
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from ptnmt_fairseq.common.lines import read_aligned  # noqa: E402
+
 SPECIAL_PIECES = 4  # <s> <pad> </s> <unk>: fairseq's Dictionary adds its own
 
 
@@ -40,11 +43,10 @@ def clean(text):
 
 
 def external_pairs(prefix, src, tgt, exclude):
-    src_lines = Path(f"{prefix}.{src}").read_text(encoding="utf-8").splitlines()
-    tgt_lines = Path(f"{prefix}.{tgt}").read_text(encoding="utf-8").splitlines()
-    if len(src_lines) != len(tgt_lines):
-        sys.exit(f"error: {prefix}.{src} has {len(src_lines)} lines, "
-                 f"{prefix}.{tgt} has {len(tgt_lines)}")
+    try:
+        src_lines, tgt_lines = read_aligned(f"{prefix}.{src}", f"{prefix}.{tgt}")
+    except ValueError as error:
+        sys.exit(f"error: {error}")
     for i, (s, t) in enumerate(zip(src_lines, tgt_lines)):
         s, t = clean(s), clean(t)
         if s and t and s not in exclude:

@@ -37,16 +37,15 @@ import soundfile
 import torch
 import torchaudio
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from ptnmt_fairseq.common.lines import read_aligned  # noqa: E402
+
 TARGET_SAMPLE_RATE = 16000
 MANIFEST_COLUMNS = ("id", "audio", "n_frames", "src_text", "tgt_text", "src_lang", "tgt_lang")
 
 
 def read_parallel(prefix, src, tgt, max_lines):
-    src_path, tgt_path = Path(f"{prefix}.{src}"), Path(f"{prefix}.{tgt}")
-    src_lines = src_path.read_text(encoding="utf-8").splitlines()
-    tgt_lines = tgt_path.read_text(encoding="utf-8").splitlines()
-    if len(src_lines) != len(tgt_lines):
-        raise ValueError(f"{src_path} has {len(src_lines)} lines but {tgt_path} has {len(tgt_lines)}")
+    src_lines, tgt_lines = read_aligned(f"{prefix}.{src}", f"{prefix}.{tgt}")
     pairs = list(zip(src_lines, tgt_lines))
     return pairs if max_lines is None else pairs[:max_lines]
 

@@ -134,8 +134,8 @@ class AbnetModel(MaskPredictWithMaskToken, CMLMNATransformerModel):
         model = cls(args, encoder, decoder)
         freeze_berts(model, args.finetune_bert)
         if fresh_head:
-            logger.warning("%s has no MLM head weights (%s): training them", target_bert,
-                           ", ".join(fresh_head))
+            logger.warning("%s has no MLM-head weights (%s): AB-Net trains them (a checkpoint "
+                           "restores them)", target_bert, ", ".join(fresh_head))
             for name, param in decoder.mlm_head.named_parameters():
                 if f"cls.{name}" in fresh_head:
                     param.requires_grad_(True)

@@ -15,6 +15,8 @@ import argparse
 import re
 import sys
 
+from ptnmt_fairseq.common.lines import split_lines
+
 
 def join_subwords(text: str, subword: str) -> str:
     if subword == "wordpiece":  # BERT: "play ##ing" -> "playing"
@@ -28,7 +30,7 @@ def read_generate_output(text: str, hypothesis: str = "H"):
     """Return (hypotheses, references) as id-ordered lists from fairseq-generate stdout;
     ``hypothesis`` "D" reads the detokenised ``D-`` lines instead of ``H-``."""
     hyps, refs = {}, {}
-    for line in text.splitlines():
+    for line in split_lines(text):  # a U+2028 inside a hypothesis must not end its line
         if line.startswith(f"{hypothesis}-"):
             sid, _score, *rest = line.split("\t")
             hyps[int(sid[2:])] = rest[0] if rest else ""

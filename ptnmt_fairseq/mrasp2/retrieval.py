@@ -47,11 +47,9 @@ def top1_accuracy(queries, keys):
 
 
 def retrieval_accuracy(task, model, data, langs, prefix="test.multiway"):
-    lines = {lang: (Path(data) / f"{prefix}.{lang}").read_text(encoding="utf-8").splitlines()
-             for lang in langs}
-    sizes = {len(v) for v in lines.values()}
-    if len(sizes) != 1:
-        raise ValueError(f"{prefix}.* are not aligned: line counts {dict((l, len(v)) for l, v in lines.items())}")
+    from ptnmt_fairseq.common.lines import read_aligned
+
+    lines = dict(zip(langs, read_aligned(*(Path(data) / f"{prefix}.{lang}" for lang in langs))))
     vectors = {lang: sentence_vectors(task, model, lines[lang], lang) for lang in langs}
     pairs = {f"{x}-{y}": top1_accuracy(vectors[x], vectors[y])
              for x, y in itertools.permutations(langs, 2)}

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from fairseq.tasks import register_task
 
-from ptnmt_fairseq.common.multilingual.dataset import LangTokTranslationDataset, read_lines
+from ptnmt_fairseq.common.lines import read_lines
+from ptnmt_fairseq.common.multilingual.dataset import LangTokTranslationDataset
 from ptnmt_fairseq.common.multilingual.task import MultiLangTokConfig, MultiLangTokTask
 
 DEFAULT_AA_PROB = 0.9  # mRASP2 new_impl

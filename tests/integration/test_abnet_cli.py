@@ -311,10 +311,13 @@ def test_packaged_minilm_end_to_end(tmp_path):
         "--target-bert", bert, "--source-lang", "en", "--target-lang", "de",
         "--criterion", "nat_loss", "--max-update", "3", "--max-tokens", "2000"])
     assert "AB-Net:" in out.stdout
+    log = out.stdout + out.stderr  # one line on the fresh MLM head, not transformers' table
+    assert log.count("has no MLM-head weights") == 1 and "LOAD REPORT" not in log
     out = generate(data, tmp_path / "ck/checkpoint_last.pt", extra=[
         "--task", "translation_abnet", "--source-lang", "en", "--target-lang", "de",
         "--iter-decode-max-iter", "2"])
     assert len(hypotheses(out.stdout)) == 4
+    assert "LOAD REPORT" not in out.stdout + out.stderr and "MISSING" not in out.stdout
 
 
 def test_plain_cmlm_transformer_is_refused_on_bert_mask_data(abnet_data, berts, tmp_path):

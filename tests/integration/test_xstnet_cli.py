@@ -91,8 +91,10 @@ def test_speech_path_learns_asr_on_a_tiny_corpus(corpus, tmp_path):
 
 def test_freeze_w2v_keeps_wav2vec2_weights(corpus, tmp_path):
     data, w2v = corpus
-    run_cli("fairseq-train", [data, "--w2v-path", w2v, *XSTNET_TRAIN_ARGS, "--save-dir", tmp_path,
-                              "--train-tasks", "st,asr", "--max-update", "3", "--freeze-w2v"])
+    copy_data(data, tmp_path / "data" / "st")  # given relative to the working folder, as users do
+    run_cli("fairseq-train", ["data/st", "--w2v-path", w2v, *XSTNET_TRAIN_ARGS, "--save-dir",
+                              tmp_path, "--train-tasks", "st,asr", "--max-update", "3",
+                              "--freeze-w2v"], cwd=tmp_path)
     trained = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)["model"]
     original = torch.load(w2v, weights_only=True)["model"]
     w2v_keys = [k for k in trained if k.startswith("encoder.wav2vec2.")]

@@ -67,3 +67,30 @@ def test_detokenized_scoring_reads_d_lines_with_13a_bleu_and_normalised_wer():
     # not normalised: "hello world" vs "Hello, World!" is 2 errors of the 4 reference words
     assert scoring.word_error_rate(hyps, refs) == pytest.approx(100 * 2 / 4)
 
+
+
+SEPARATORS = ["\u2028", "\u2029", "\u0085", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e"]
+
+
+def test_lines_split_at_newline_only():
+    from ptnmt_fairseq.common.lines import split_lines
+
+    text = "".join(f"a{sep}b\n" for sep in SEPARATORS) + "crlf\r\n\nlast"
+    assert split_lines(text) == [f"a{sep}b" for sep in SEPARATORS] + ["crlf", "", "last"]
+    assert split_lines("one\n") == ["one"] and split_lines("") == []
+
+
+def test_misaligned_files_are_named(tmp_path):
+    from ptnmt_fairseq.common.lines import read_aligned
+
+    (tmp_path / "t.de").write_text("a\nb\n")
+    (tmp_path / "t.en").write_text("a\u2028still a\nb\n")  # 2 lines, as wc -l counts
+    assert read_aligned(tmp_path / "t.de", tmp_path / "t.en")[1] == ["a\u2028still a", "b"]
+    (tmp_path / "t.en").write_text("a\nb\nc\n")
+    with pytest.raises(ValueError, match=r"t.de has 2 lines, .*t.en has 3 lines: .*not line-aligned"):
+        read_aligned(tmp_path / "t.de", tmp_path / "t.en")
+
+
+def test_generate_output_with_a_line_separator_in_a_hypothesis():
+    hyps, refs = scoring.read_generate_output("T-0\tx\u2028y\nH-0\t-0.1\tx\u2028y\nT-1\tz\nH-1\t-0.2\tz\n")
+    assert hyps == ["x\u2028y", "z"] and refs == ["x\u2028y", "z"]

@@ -142,7 +142,7 @@ def test_missing_language_token_and_misaligned_text_are_named(multi_data, tmp_pa
         task.load_dataset("valid")
     (copy / "valid.en-de.de").write_text("nur eine Zeile\n")
     task = multi_task(copy, "--lang-pairs", "en-de")
-    with pytest.raises(ValueError, match=r"valid.en-de.en has 10 lines but .*valid.en-de.de has 1"):
+    with pytest.raises(ValueError, match=r"valid.en-de.en has 10 lines, .*valid.en-de.de has 1 line: the files are not line-aligned"):
         task.load_dataset("valid")
 
 
@@ -289,3 +289,20 @@ def test_epoch_substitutions_rate_and_positions(tmp_path, prob):
         for position, word in ras.changes(1, index):
             assert position < 50 and word == f"t{position}"
 
+
+
+def test_unicode_line_separators_do_not_shift_the_pairs(multi_data, tmp_path):
+    import shutil
+
+    data, _ = multi_data
+    copy = shutil.copytree(data, tmp_path / "data")
+    src, tgt = copy / "test.en-de.en", copy / "test.en-de.de"
+    lines = src.read_text(encoding="utf-8").split("\n")
+    lines[2] = lines[2] + "\u2028" + lines[2]  # wc -l and fairseq-preprocess still count 8
+    src.write_text("\n".join(lines), encoding="utf-8")
+    task = multi_task(copy, "-s", "en", "-t", "de")
+    task.load_dataset("test")
+    dataset = task.dataset("test")
+    references = tgt.read_text(encoding="utf-8").split("\n")
+    assert len(dataset) == 8
+    assert dataset.src_lines[2] == lines[2] and dataset.tgt_lines[3] == references[3]

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from fairseq.data import Dictionary
 
+from ptnmt_fairseq.common.lines import read_lines
+
 SPECIAL_TOKENS = {"bos": "[CLS]", "pad": "[PAD]", "eos": "[SEP]", "unk": "[UNK]", "mask": "[MASK]"}
 
 
@@ -55,9 +57,7 @@ class BertDictionary(Dictionary):
     def from_vocab_txt(cls, path):
         """A BERT ``vocab.txt``: one token per line, the line number is the id."""
         path = Path(path)
-        lines = path.read_text(encoding="utf-8").split("\n")
-        if lines and lines[-1] == "":  # the final newline ends the last line, adds no token
-            lines.pop()
+        lines = read_lines(path)
         return cls(lines, source=path)
 
     @classmethod
@@ -65,8 +65,8 @@ class BertDictionary(Dictionary):
         """A fairseq ``dict.txt`` (``token count`` lines) as written by ``save``."""
         path = Path(f)
         tokens = []
-        for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            fields = line.rstrip("\n").split(" ")
+        for line_no, line in enumerate(read_lines(path), 1):
+            fields = line.split(" ")
             if len(fields) != 2 or not fields[1].isdigit():
                 raise ValueError(
                     f"{path}:{line_no}: expected 'TOKEN COUNT', got {line!r}. Build BERT "

@@ -9,8 +9,11 @@ rules are the same everywhere:
 * any other name must already be in the local HuggingFace cache; it resolves to its snapshot
   directory. We never download at training time.
 
-A missing model raises ``FileNotFoundError`` naming the option that carried it.
+A missing model raises ``FileNotFoundError`` naming the option that carried it. transformers'
+own loading report and progress bars are silenced: callers log one line about what matters
+(e.g. AB-Net: which MLM-head weights are fresh).
 """
+import contextlib
 from pathlib import Path
 
 PACKAGED_MINILM = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
@@ -54,6 +57,24 @@ def _cached_hub_snapshot(name: str, option: str) -> str:
         ) from err
 
 
+@contextlib.contextmanager
+def quiet_transformers():
+    """transformers at error level, without progress bars, for the duration of a load: its
+    MISSING/UNEXPECTED report would otherwise be printed on every train, generate and
+    interactive run of a BERT saved without a head."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def load_bert_tokenizer(name_or_path: str, option: str = "--bert"):
     from transformers import BertTokenizerFast
 
@@ -73,7 +94,9 @@ def load_bert_model(name_or_path: str, option: str = "--bert"):
 
     resolved = resolve_bert(name_or_path, option)
     try:
-        return BertModel.from_pretrained(resolved, local_files_only=True, add_pooling_layer=False)
+        with quiet_transformers():
+            return BertModel.from_pretrained(resolved, local_files_only=True,
+                                             add_pooling_layer=False)
     except OSError as err:
         raise FileNotFoundError(
             f"{option} {name_or_path}: no BERT weights found offline ({err}). Pass a local "
@@ -121,7 +144,8 @@ def load_masked_lm(name_or_path: str, option: str = "--bert"):
     so those weights, and only those, must be trained."""
     from transformers import BertForMaskedLM
 
-    masked_lm, info = BertForMaskedLM.from_pretrained(
-        resolve_bert(name_or_path, option), local_files_only=True, output_loading_info=True)
+    with quiet_transformers():
+        masked_lm, info = BertForMaskedLM.from_pretrained(
+            resolve_bert(name_or_path, option), local_files_only=True, output_loading_info=True)
     fresh = sorted(k for k in info["missing_keys"] if k.startswith("cls."))
     return masked_lm, fresh

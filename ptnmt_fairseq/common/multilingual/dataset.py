@@ -17,7 +17,6 @@ so the target-language token is given to the decoder, never predicted: the force
 of mRASP's ``--lang-prefix-tok`` without the option, and no off-target first step.
 """
 import logging
-from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -26,6 +25,7 @@ from fairseq.data import data_utils
 
 from ptnmt_fairseq.common.multilingual.ras import AlignedDictionaries, EpochSubstitutions
 from ptnmt_fairseq.common.language_tokens import lang_tag_index, shift_right
+from ptnmt_fairseq.common.lines import read_aligned
 from ptnmt_fairseq.common.paired_sizes import PairedSizesDataset
 
 logger = logging.getLogger(__name__)
@@ -33,20 +33,9 @@ logger = logging.getLogger(__name__)
 MRASP_LANG_TOK = "LANG_TOK_{LANG}"
 
 
-def read_lines(path) -> List[str]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    return path.read_text(encoding="utf-8").splitlines()
-
-
 def read_parallel(prefix, src, tgt):
     """Lines of PREFIX.SRC and PREFIX.TGT; an error names both files when they disagree."""
-    src_lines, tgt_lines = read_lines(f"{prefix}.{src}"), read_lines(f"{prefix}.{tgt}")
-    if len(src_lines) != len(tgt_lines):
-        raise ValueError(f"{prefix}.{src} has {len(src_lines)} lines but {prefix}.{tgt} has "
-                         f"{len(tgt_lines)}: the sides are not aligned")
-    return src_lines, tgt_lines
+    return read_aligned(f"{prefix}.{src}", f"{prefix}.{tgt}")
 
 
 class WordPieceCache:

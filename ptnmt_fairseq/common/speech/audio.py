@@ -64,8 +64,11 @@ def read_audio(path, sample_rate: int = 16000) -> torch.Tensor:
 
 
 def resolve_audio_root(data_dir, audio_root: str) -> Path:
-    root = Path(audio_root) if audio_root else Path(data_dir)
-    return root if root.is_absolute() else Path(data_dir) / root
+    """The absolute folder that manifest audio paths are relative to: ``audio_root`` of
+    config.yaml (absolute, or relative to ``data_dir``), else ``data_dir`` itself. Resolved once,
+    so a relative ``data_dir`` is never joined to itself."""
+    data_dir = Path(data_dir).resolve()
+    return data_dir / audio_root if audio_root else data_dir
 
 
 def drop_bad_audio(rows, manifest, audio_root: Path, sample_rate: int, skip: bool):
