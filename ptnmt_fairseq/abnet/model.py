@@ -28,7 +28,7 @@ from transformers import BertForMaskedLM
 from ptnmt_fairseq.abnet.encoder import (
     add_bert_adapter_args, bert_adapter_encoder_defaults, build_source_encoder, freeze_berts,
 )
-from ptnmt_fairseq.abnet.mask_predict import MaskPredictOut, MaskPredictWithMaskToken, masked_canvas
+from ptnmt_fairseq.abnet.mask_predict import MaskPredictWithMaskToken
 from ptnmt_fairseq.abnet.modules import AdaptedBert, CrossAttentionAdapter, adapter_layer_ids
 from ptnmt_fairseq.common.bert.pretrained import bert_option, check_bert_vocabulary, load_masked_lm
 from ptnmt_fairseq.common.modeling import log_parameter_counts
@@ -133,6 +133,10 @@ class AbnetModel(MaskPredictWithMaskToken, CMLMNATransformerModel):
         decoder = AbnetDecoder(args, task.target_dictionary, masked_lm, encoder.embed_dim)
         model = cls(args, encoder, decoder)
         freeze_berts(model, args.finetune_bert)
+        if args.max_length_classes - 1 > decoder.max_positions():
+            logger.info("--max-length-classes %d: canvases longer than %d tokens, the positions of "
+                        "--target-bert %s, are never proposed", args.max_length_classes,
+                        decoder.max_positions(), target_bert)
         if fresh_head:
             logger.warning("%s has no MLM-head weights (%s): AB-Net trains them (a checkpoint "
                            "restores them)", target_bert, ", ".join(fresh_head))
@@ -141,26 +145,6 @@ class AbnetModel(MaskPredictWithMaskToken, CMLMNATransformerModel):
                     param.requires_grad_(True)
         log_parameter_counts(model, "AB-Net" + (" FB" if args.finetune_bert else ""))
         return model
-
-    def initialize_output_tokens(self, encoder_out, src_tokens):
-        length_lprobs = self.decoder.forward_length(normalize=True, encoder_out=encoder_out)
-        tokens = masked_canvas(length_lprobs.argmax(-1), self.bos, self.eos, self.pad, self.unk)
-        return MaskPredictOut(
-            output_tokens=tokens,
-            output_scores=tokens.new_zeros(tokens.size()).type_as(length_lprobs),
-            attn=None, step=0, max_step=0, history=None, length_lprobs=length_lprobs,
-        )
-
-    def regenerate_length_beam(self, decoder_out, beam_size):
-        """Sec. 4.1: "taking the top B length predictions into consideration" (fairseq's CMLM
-        uses a window around the best length instead)."""
-        top_lengths = decoder_out.length_lprobs.topk(beam_size, dim=-1).indices  # B x beam
-        tokens = masked_canvas(top_lengths.reshape(-1), self.bos, self.eos, self.pad, self.unk)
-        return decoder_out._replace(
-            output_tokens=tokens,
-            output_scores=tokens.new_zeros(tokens.size()).type_as(decoder_out.output_scores),
-            length_lprobs=None,
-        )
 
 
 @register_model_architecture("abnet", "abnet")

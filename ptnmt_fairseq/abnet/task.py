@@ -62,6 +62,14 @@ class TranslationAbnetTask(BertVocabularyTaskMixin, TranslationLevenshteinTask):
             )
         return model
 
+    def build_generator(self, models, args, **kwargs):
+        # fairseq's --max-len-a/--max-len-b bound Mask-Predict canvases as they bound
+        # autoregressive outputs (a canvas counts [CLS] and [SEP]).
+        for model in models:
+            model.max_len_a = getattr(args, "max_len_a", 0.0)
+            model.max_len_b = getattr(args, "max_len_b", None)
+        return super().build_generator(models, args, **kwargs)
+
     def inject_noise(self, target_tokens):
         d = self.tgt_dict
         if self.cfg.noise == "random_mask":

@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 
 import ptnmt_fairseq  # noqa: F401
-from ptnmt_fairseq.abnet.mask_predict import masked_canvas
 from ptnmt_fairseq.abnet.modules import EncoderAdapter
 from conftest import (
     BASE_ENV, REPO, generate, hypotheses, make_tiny_bitext, num_updates, run_cli, run_ddp, train,
@@ -156,16 +155,51 @@ def test_source_encodes_the_same_alone_and_padded(trained_abnet):
     assert torch.allclose(model.encoder(left)["encoder_out"][0][3:, 0], alone, atol=1e-5)
 
 
+def forced_lengths(model, task, preferred):
+    """The trained model on 2 test sentences, its length predictor forced to prefer the canvas
+    lengths ``preferred`` in that order; returns (encoder_out, src_tokens)."""
+    sample = first_batch(task, "test", 2)
+    src_tokens = sample["net_input"]["src_tokens"]
+    encoder_out = model.forward_encoder([src_tokens, sample["net_input"]["src_lengths"]])
+    lprobs = torch.full((2, model.args.max_length_classes), -9.0)
+    lprobs[:, preferred] = -torch.arange(1.0, len(preferred) + 1)
+    model.decoder.forward_length = lambda normalize, encoder_out: lprobs
+    return encoder_out, src_tokens
+
+
+def canvas_lengths(decoder_out, pad):
+    return decoder_out.output_tokens.ne(pad).sum(1).tolist()
+
+
 def test_top_b_length_beam(trained_abnet):
     model, _, task = load_trained(trained_abnet[0] / "checkpoint_last.pt")
-    lprobs = torch.full((1, 10), -9.0)
-    lprobs[0, [3, 7, 5]] = torch.tensor([-0.1, -0.5, -1.0])
-    tokens = masked_canvas(lprobs.argmax(-1), model.bos, model.eos, model.pad, model.unk)
-    from ptnmt_fairseq.abnet.mask_predict import MaskPredictOut
-
-    out = MaskPredictOut(tokens, tokens.float() * 0, None, 0, 0, None, lprobs)
+    encoder_out, src_tokens = forced_lengths(model, task, [3, 7, 5])
+    out = model.initialize_output_tokens(encoder_out, src_tokens)
+    assert canvas_lengths(out, model.pad) == [3, 3]
     beam = model.regenerate_length_beam(out, 3)
-    assert beam.output_tokens.ne(model.pad).sum(1).tolist() == [3, 7, 5]  # top-3, not a window
+    assert canvas_lengths(beam, model.pad) == [3, 7, 5, 3, 7, 5]  # top-3, not a window
+
+
+def test_canvases_never_outgrow_the_positions_or_max_len(trained_abnet):
+    from fairseq.iterative_refinement_generator import IterativeRefinementGenerator
+
+    model, _, task = load_trained(trained_abnet[0] / "checkpoint_last.pt")
+    model.eval()
+    positions = model.decoder.max_positions()  # the tiny target BERT's 64 positions
+    assert model.args.max_length_classes > positions + 1  # 256 length classes
+    encoder_out, src_tokens = forced_lengths(model, task, [200, 90, 7, 5, 30])
+    out = model.initialize_output_tokens(encoder_out, src_tokens)
+    assert canvas_lengths(out, model.pad) == [7, 7]  # 200 and 90 are beyond the positions
+    beam = canvas_lengths(model.regenerate_length_beam(out, 5), model.pad)[:5]
+    assert beam[:3] == [7, 5, 30] and max(beam) <= positions  # then the other allowed lengths
+    model.max_len_a, model.max_len_b = 0.0, 6  # fairseq's --max-len-b 6
+    out = model.initialize_output_tokens(encoder_out, src_tokens)
+    assert canvas_lengths(out, model.pad) == [5, 5]
+    model.max_len_a, model.max_len_b = 0.0, None
+    forced_lengths(model, task, [200])  # all the mass beyond the positions: no IndexError
+    generator = IterativeRefinementGenerator(task.tgt_dict, max_iter=2, beam_size=2)
+    hypos = generator.generate([model], first_batch(task, "test", 2))
+    assert all(len(h[0]["tokens"]) <= positions for h in hypos)
 
 
 def count_decoder_passes(model, task, sample, **generator_args):
