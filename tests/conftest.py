@@ -127,13 +127,43 @@ def generate(data_dir, checkpoint, extra=(), env=None, check=True):
     ], env=env, check=check)
 
 
+def interactive(data_dir, checkpoint, lines, extra=(), env=None, check=True):
+    """fairseq-interactive on ``lines`` (stdin); returns the process."""
+    full_env = dict(BASE_ENV, **(env or {}))
+    proc = subprocess.run(
+        [cli("fairseq-interactive"), str(data_dir), "--user-dir", PLUGIN, "--cpu",
+         "--path", str(checkpoint), "--beam", "2", *[str(a) for a in extra]],
+        input="".join(f"{line}\n" for line in lines), capture_output=True, text=True,
+        env=full_env, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"fairseq-interactive exited {proc.returncode}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def hub_translate(checkpoint, data_dir, sentences, generation=None, **overrides):
+    """``from_pretrained(...).translate(sentences, **generation)`` through fairseq's hub
+    interface, in process; ``overrides`` go to ``from_pretrained`` (task options)."""
+    from fairseq import hub_utils
+
+    loaded = hub_utils.from_pretrained(str(Path(checkpoint).parent), Path(checkpoint).name,
+                                       str(data_dir), user_dir=PLUGIN, **overrides)
+    hub = hub_utils.GeneratorHubInterface(loaded["args"], loaded["task"], loaded["models"])
+    return hub.translate(sentences, **(generation or {"beam": 2}))
+
+
 def hypotheses(generate_output):
     """The H- lines of fairseq-generate output, keyed by sentence id."""
+    return outputs(generate_output, "H")
+
+
+def outputs(generate_output, kind="D"):
+    """The ``kind``- lines (H: tokens, D: detokenised) of generate/interactive output, by id."""
     hyps = {}
-    for line in generate_output.splitlines():
-        if line.startswith("H-"):
-            sid, _score, text = (line.split("\t") + [""])[:3]
-            hyps[int(sid[2:])] = text
+    for line in generate_output.split("\n"):
+        if line.startswith(f"{kind}-"):
+            fields = line.split("\t")
+            text = fields[1] if kind in "ST" else (fields + [""])[2]  # S-/T- lines have no score
+            hyps[int(fields[0][2:])] = text
     return hyps
 
 

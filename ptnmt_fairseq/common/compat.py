@@ -42,6 +42,10 @@ Fixes
    as before that keyword existed (their specials first, ``<mask>`` = 4).
 11. An empty, truncated or foreign binarised file (``.bin``/``.idx``) ended in an AttributeError
    from ``MMapIndexedDataset.__del__``; it is now a ValueError naming the file and what is wrong.
+12. The hub interface (``from_pretrained(...).translate``) built its tokenizer and BPE from
+   ``cfg`` alone, where ``fairseq-interactive`` asks the task (``task.build_bpe``): a task whose
+   data config names its sentencepiece model (multilingual, speech) translated raw text without
+   it. The hub now asks the task, as ``fairseq-interactive`` does.
 """
 import argparse
 import collections
@@ -430,6 +434,23 @@ def check_binarised_files():
     MMapIndexedDataset.Index.__del__ = closing(MMapIndexedDataset.Index.__del__)
 
 
+# --------------------------------------------------------------------------------------------
+# 12. the hub interface builds its tokenizer and BPE as fairseq-interactive does
+# --------------------------------------------------------------------------------------------
+@_once("hub interface asks the task for its tokenizer and BPE (as fairseq-interactive)")
+def hub_bpe_from_task():
+    from fairseq import hub_utils
+
+    original_init = hub_utils.GeneratorHubInterface.__init__
+
+    def __init__(self, cfg, task, models):
+        original_init(self, cfg, task, models)
+        self.tokenizer = task.build_tokenizer(cfg.tokenizer)
+        self.bpe = task.build_bpe(cfg.bpe)
+
+    hub_utils.GeneratorHubInterface.__init__ = __init__
+
+
 PATCHES = (
     allow_fairseq_checkpoint_globals,
     replace_sox_convert_waveform,
@@ -441,6 +462,7 @@ PATCHES = (
     fix_numpy2_removals,  # after fix 8: it wraps fix 8's data_utils proxy
     fix_legacy_masked_lm_dictionary_load,
     check_binarised_files,
+    hub_bpe_from_task,
 )
 
 

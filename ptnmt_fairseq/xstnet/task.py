@@ -36,7 +36,9 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
-from ptnmt_fairseq.common.language_tokens import AUDIO_TAG, TagAsBosGenerationMixin, tag_index
+from ptnmt_fairseq.common.language_tokens import (
+    AUDIO_TAG, TagAsBosGenerationMixin, lang_tag_index, tag_index,
+)
 from ptnmt_fairseq.common.speech.audio import resolve_audio_root
 from ptnmt_fairseq.common.speech.dataset import SPEECH_TASKS, TASKS, SpeechTextTripleDataset, load_split
 
@@ -68,6 +70,11 @@ class XSTNetTaskConfig(FairseqDataclass):
         default=480000, metadata={"help": "longest audio kept, in samples (ConST: 30 s)"},
     )
     max_text_positions: int = field(default=1024, metadata={"help": "longest text kept"})
+    source_lang: Optional[str] = field(default=None, metadata={
+        "help": "raw text input (fairseq-interactive, hub, --eval-task mt): its language",
+        "argparse_alias": "-s"})
+    target_lang: Optional[str] = field(default=None, metadata={
+        "help": "raw text input: the output language", "argparse_alias": "-t"})
     skip_bad_audio: bool = field(
         default=False, metadata={"help": "drop rows with missing/unreadable/empty/mismatched "
                                          "audio (logged) instead of stopping"},
@@ -75,6 +82,29 @@ class XSTNetTaskConfig(FairseqDataclass):
     seed: int = II("common.seed")
     train_subset: str = II("dataset.train_subset")
     max_sentences: Optional[int] = II("dataset.batch_size")
+
+
+class SpeechSource:
+    """The source "dictionary" of a speech task: fairseq-generate prints no text for a waveform,
+    and fairseq-interactive or the hub interface, which read text, get a clear error."""
+
+    def __init__(self, dictionary, eval_task):
+        self.dictionary, self.eval_task = dictionary, eval_task
+
+    def string(self, *args, **kwargs):
+        return ""
+
+    def encode_line(self, *args, **kwargs):
+        raise ValueError(
+            f"fairseq-interactive and the hub interface translate text, but --eval-task is "
+            f"{self.eval_task!r}: decode speech with fairseq-generate on a manifest, or pass "
+            "--eval-task mt to translate text")
+
+    def __getattr__(self, name):  # pad(), eos(), len(): those of the shared dictionary
+        return getattr(self.dictionary, name)
+
+    def __len__(self):
+        return len(self.dictionary)
 
 
 @register_task("xstnet", dataclass=XSTNetTaskConfig)
@@ -107,12 +137,23 @@ class XSTNetTask(TagAsBosGenerationMixin, FairseqTask):
 
     @property
     def source_dictionary(self):
-        # fairseq-generate prints the source with it: speech sources are not tokens.
-        return None if self.eval_task in SPEECH_TASKS else self.dictionary
+        if self.eval_task in SPEECH_TASKS:
+            return SpeechSource(self.dictionary, self.eval_task)
+        return self.dictionary
 
     @property
     def target_dictionary(self):
         return self.dictionary
+
+    def inference_tags(self):
+        """fairseq-interactive / hub: text in, so MT only; the tags of -s and -t."""
+        if self.eval_task != "mt":
+            self.source_dictionary.encode_line()  # raises: speech input cannot be typed
+        if not (self.cfg.source_lang and self.cfg.target_lang):
+            raise ValueError("translating raw text needs its languages: pass -s SRC -t TGT "
+                             "(hub: source_lang=..., target_lang=...)")
+        return tuple(lang_tag_index(self.dictionary, lang, f"-s/-t {lang}")
+                     for lang in (self.cfg.source_lang, self.cfg.target_lang))
 
     def split_tasks(self, split):
         if split == self.cfg.train_subset:

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 import ptnmt_fairseq  # noqa: F401
 from ptnmt_fairseq.abnet.modules import EncoderAdapter
 from conftest import (
-    BASE_ENV, REPO, generate, hypotheses, make_tiny_bitext, num_updates, run_cli, run_ddp, train,
-    train_args,
+    BASE_ENV, REPO, generate, hub_translate, hypotheses, interactive, make_tiny_bitext,
+    num_updates, outputs, run_cli, run_ddp, train, train_args,
 )
 
 BINARIZE = str(REPO / "examples/data/bert_binarize.sh")
@@ -268,17 +268,27 @@ def test_training_lowers_the_loss(trained_abnet):
 
 
 @pytest.mark.parametrize("arch,task,criterion,gen", [
-    ("abnet_enc_tiny", "translation_bert", "label_smoothed_cross_entropy", ["--beam", "3"]),
+    ("abnet_enc_tiny", "translation_bert", "label_smoothed_cross_entropy", {"beam": 3}),
     ("abnet_enc_cmlm_tiny", "translation_abnet", "nat_loss",
-     ["--iter-decode-max-iter", "4", "--iter-decode-with-beam", "2"]),
+     {"iter_decode_max_iter": 4, "iter_decode_with_beam": 2}),
 ])
 def test_abnet_enc_variants_end_to_end(abnet_data, berts, tmp_path, arch, task, criterion, gen):
+    """Both BERT tasks (whose tiny BERTs have different [SEP] ids) through fairseq-generate,
+    fairseq-interactive and the hub interface, with the same output."""
     out = train(abnet_data, tmp_path, model_args=[], extra=[
         "--task", task, "--arch", arch, "--source-bert", berts[0], "--criterion", criterion,
         "--label-smoothing", "0.1", "--max-update", "4"])
     assert "AB-Net-Enc" in out.stdout + out.stderr
-    out = generate(abnet_data, tmp_path / "checkpoint_last.pt", extra=["--task", task, *gen])
-    assert sorted(hypotheses(out.stdout)) == list(range(10))
+    gen_options = [f"--{k.replace('_', '-')}={v}" for k, v in gen.items()]
+    out = generate(abnet_data, tmp_path / "checkpoint_last.pt", extra=["--task", task, *gen_options])
+    generated = hypotheses(out.stdout)
+    assert sorted(generated) == list(range(10))
+    sources = [outputs(out.stdout, "S")[i] for i in range(10)]  # WordPiece tokens, as binarised
+    inter = interactive(abnet_data, tmp_path / "checkpoint_last.pt", sources,
+                        extra=["--task", task, *gen_options])
+    assert hypotheses(inter.stdout) == generated
+    hub = hub_translate(tmp_path / "checkpoint_last.pt", abnet_data, sources, generation=gen)
+    assert hub == [generated[i] for i in range(10)]
 
 
 def test_resume_from_checkpoint(abnet_data, berts, trained_abnet, tmp_path):

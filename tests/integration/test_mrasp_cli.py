@@ -11,7 +11,7 @@ TINY_TRANSFORMER = ["--arch", "transformer", "--encoder-layers", "1", "--decoder
 
 
 def test_multilingual_training_and_zero_shot_generation_cli(multi_data, tmp_path):
-    from conftest import PLUGIN, run_cli, num_updates
+    from conftest import PLUGIN, hub_translate, interactive, num_updates, outputs, run_cli
 
     data, dicts = multi_data
     out = run_cli("fairseq-train", [
@@ -35,6 +35,18 @@ def test_multilingual_training_and_zero_shot_generation_cli(multi_data, tmp_path
     assert len(sources) == 8 and all("\tLANG_TOK_DE " in l for l in sources)
     assert not any("LANG_TOK" in l for l in gen.stdout.splitlines() if l.startswith("D-"))
     assert "BLEU" in (gen.stdout + gen.stderr)
+    # the same sentences through fairseq-interactive and the hub interface: the same output
+    generated = outputs(gen.stdout)
+    raw = (data / "test.de-fr.de").read_text(encoding="utf-8").split("\n")[:8]
+    inter = interactive(data, tmp_path / "checkpoint_last.pt", raw, extra=[
+        "--task", "translation_multi_langtok", "-s", "de", "-t", "fr", "--max-len-b", "8"])
+    assert outputs(inter.stdout) == generated
+    hub = hub_translate(tmp_path / "checkpoint_last.pt", data, raw, source_lang="de",
+                        target_lang="fr", max_len_b=8)
+    assert hub == [generated[i] for i in range(8)]
+    no_direction = interactive(data, tmp_path / "checkpoint_last.pt", raw[:1], check=False,
+                               extra=["--task", "translation_multi_langtok"])
+    assert no_direction.returncode != 0 and "pass -s SRC -t TGT" in no_direction.stderr
     # sentence retrieval on the multi-way test set, through the module's command line
     import json
     import subprocess

@@ -9,7 +9,10 @@ import re
 import torch
 
 import ptnmt_fairseq  # noqa: F401  (compat fixes, registrations)
-from conftest import PLUGIN, XSTNET_TRAIN_ARGS, copy_data, num_updates, run_cli, run_ddp
+from conftest import (
+    PLUGIN, XSTNET_TRAIN_ARGS, copy_data, hub_translate, interactive, num_updates, outputs,
+    run_cli, run_ddp,
+)
 
 
 def test_bad_audio_through_the_cli_fails_or_skips(corpus, tmp_path):
@@ -71,6 +74,18 @@ def test_progressive_training_and_generation_end_to_end(corpus, tmp_path):
         assert not any("<lang:" in l for l in hyps), eval_task
         assert any(l.startswith("Generate test") and f"{metric}" in l
                    for l in (gen.stdout + gen.stderr).splitlines()), eval_task
+    # text MT through fairseq-interactive and the hub interface: what fairseq-generate gives
+    transcripts = [r.split("\t")[3] for r in (data / "test.tsv").read_text().split("\n")[1:] if r]
+    mt = dict(task="xstnet", eval_task="mt", source_lang="en", target_lang="fr")
+    options = [f"--{k.replace('_', '-')}={v}" for k, v in mt.items()] + ["--max-len-b", "10"]
+    inter = interactive(data, stage2 / "checkpoint_last.pt", transcripts, extra=options)
+    assert outputs(inter.stdout) == outputs(gen.stdout)  # gen: the mt pass of the loop above
+    hub = hub_translate(stage2 / "checkpoint_last.pt", data, transcripts,
+                        generation={"beam": 2, "max_len_b": 10}, **mt)
+    assert hub == [outputs(gen.stdout)[i] for i in range(n_test)]
+    speech = interactive(data, stage2 / "checkpoint_last.pt", transcripts[:1], check=False,
+                         extra=["--task", "xstnet", "--eval-task", "st"])
+    assert speech.returncode != 0 and "decode speech with fairseq-generate" in speech.stderr
 
 
 def test_speech_path_learns_asr_on_a_tiny_corpus(corpus, tmp_path):

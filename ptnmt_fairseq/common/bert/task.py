@@ -12,6 +12,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
+import torch
 from fairseq import utils
 from fairseq.data import LanguagePairDataset, data_utils
 from fairseq.tasks import register_task
@@ -75,6 +76,17 @@ class BertVocabularyTaskMixin:
         logger.info("[%s] BERT dictionary: %d types", cfg.source_lang, len(src_dict))
         logger.info("[%s] BERT dictionary: %d types", cfg.target_lang, len(tgt_dict))
         return cls(cfg, src_dict, tgt_dict)
+
+    def build_dataset_for_inference(self, src_tokens, src_lengths, constraints=None):
+        """fairseq-interactive / hub input as the binarised data has it: [CLS] x [SEP], in a
+        dataset that allows the two BERTs' different special ids."""
+        bos = self.src_dict.bos()
+        sources = [t if len(t) and t[0] == bos else torch.cat([t.new_tensor([bos]), t])
+                   for t in src_tokens]
+        return BertLanguagePairDataset(
+            sources, [len(t) for t in sources], self.source_dictionary,
+            tgt_dict=self.target_dictionary, constraints=constraints,
+            left_pad_source=self.cfg.left_pad_source)
 
     def check_split(self, split, data_path):
         src, tgt = self.cfg.source_lang, self.cfg.target_lang
