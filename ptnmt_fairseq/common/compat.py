@@ -46,6 +46,11 @@ Fixes
    ``cfg`` alone, where ``fairseq-interactive`` asks the task (``task.build_bpe``): a task whose
    data config names its sentencepiece model (multilingual, speech) translated raw text without
    it. The hub now asks the task, as ``fairseq-interactive`` does.
+13. A sentence longer than ``--max-tokens`` stopped the run with a bare ``AssertionError`` from
+   ``batch_by_size``, even with ``--skip-invalid-size-inputs-valid-test`` (fairseq filters by
+   ``--max-*-positions`` only, except in training, where ``--max-tokens`` joins them). Such
+   sentences are now filtered with the others: skipped and counted with the flag, else an error
+   naming the split, the sentence, its length and the flag. ``batch_by_size`` names them too.
 """
 import argparse
 import collections
@@ -282,6 +287,11 @@ def keep_remainder_batch():
 
     def batch_by_size(indices, num_tokens_fn, num_tokens_vec=None, max_tokens=None,
                       max_sentences=None, required_batch_size_multiple=1, fixed_shapes=None):
+        if max_tokens is not None and num_tokens_vec is not None and len(indices):
+            too_long = np.flatnonzero(np.asarray(num_tokens_vec) > max_tokens)
+            if len(too_long):  # fix 13: named instead of the Cython AssertionError
+                raise ValueError(too_long_message("a split", indices[too_long[0]],
+                                                  num_tokens_vec[too_long[0]], max_tokens))
         batches = original_batch_by_size(
             indices, num_tokens_fn, num_tokens_vec=num_tokens_vec, max_tokens=max_tokens,
             max_sentences=max_sentences,
@@ -451,6 +461,57 @@ def hub_bpe_from_task():
     hub_utils.GeneratorHubInterface.__init__ = __init__
 
 
+# --------------------------------------------------------------------------------------------
+# 13. sentences longer than --max-tokens
+# --------------------------------------------------------------------------------------------
+def too_long_message(split, index, length, max_tokens):
+    return (f"{split}: sentence {int(index)} has {int(length)} tokens, more than --max-tokens "
+            f"{int(max_tokens)}: pass --skip-invalid-size-inputs-valid-test to skip such "
+            "sentences (training skips them), or raise --max-tokens")
+
+
+def _split_name(task, dataset):
+    names = [name for name, d in getattr(task, "datasets", {}).items() if d is dataset]
+    return names[0] if names else type(dataset).__name__
+
+
+@_once("sentences longer than --max-tokens skipped (with the flag) or named")
+def filter_sentences_longer_than_max_tokens():
+    from fairseq.tasks import FairseqTask
+
+    original_filter = FairseqTask.filter_indices_by_size
+    original_iterator = FairseqTask.get_batch_iterator
+
+    def get_batch_iterator(self, dataset, max_tokens=None, *args, **kwargs):
+        self._max_tokens_being_batched = max_tokens
+        try:
+            return original_iterator(self, dataset, max_tokens, *args, **kwargs)
+        finally:
+            self._max_tokens_being_batched = None
+
+    def filter_indices_by_size(self, indices, dataset, max_positions=None,
+                               ignore_invalid_inputs=False):
+        indices = original_filter(self, indices, dataset, max_positions, ignore_invalid_inputs)
+        max_tokens = getattr(self, "_max_tokens_being_batched", None)
+        if max_tokens is None or not len(indices):
+            return indices
+        lengths = np.asarray(dataset.num_tokens_vec(indices) if hasattr(dataset, "num_tokens_vec")
+                             else [dataset.num_tokens(i) for i in indices])
+        too_long = lengths > max_tokens
+        if not too_long.any():
+            return indices
+        split = _split_name(self, dataset)
+        first = int(np.flatnonzero(too_long)[0])
+        if not ignore_invalid_inputs:
+            raise ValueError(too_long_message(split, indices[first], lengths[first], max_tokens))
+        logger.warning(f"{split}: skipped {int(too_long.sum())} sentences longer than --max-tokens "
+                       f"{max_tokens} (first: {int(indices[first])}, {int(lengths[first])} tokens)")
+        return indices[~too_long]
+
+    FairseqTask.get_batch_iterator = get_batch_iterator
+    FairseqTask.filter_indices_by_size = filter_indices_by_size
+
+
 PATCHES = (
     allow_fairseq_checkpoint_globals,
     replace_sox_convert_waveform,
@@ -463,6 +524,7 @@ PATCHES = (
     fix_legacy_masked_lm_dictionary_load,
     check_binarised_files,
     hub_bpe_from_task,
+    filter_sentences_longer_than_max_tokens,
 )
 
 

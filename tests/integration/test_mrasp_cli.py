@@ -1,5 +1,7 @@
 """mRASP / mRASP2 through the CLIs: training with RAS, zero-shot generation, retrieval, and
 mRASP2 (RAS + aligned augmentation + contrastive loss) under two-rank DDP."""
+import re
+
 import pytest
 
 import ptnmt_fairseq  # noqa: F401
@@ -80,3 +82,22 @@ def test_mrasp2_two_rank_ddp_with_ras_and_contrastive_loss(multi_data, tmp_path)
     values = [float(v) for v in re.findall(r"contrastive_loss[=\s]+([\d.]+)", outputs[0])]
     assert values and all(v > 0 for v in values)
 
+
+
+def test_a_valid_sentence_longer_than_max_tokens_through_fairseq_train(multi_data, tmp_path):
+    from conftest import PLUGIN, num_updates, run_cli
+
+    data, _ = multi_data
+    args = [data, "--user-dir", PLUGIN, "--task", "translation_multi_langtok", "--cpu",
+            "--lang-pairs", "en-de", *TINY_TRANSFORMER, "--criterion", "cross_entropy",
+            "--optimizer", "adam", "--lr", "1e-3", "--max-tokens", "5", "--max-update", "2",
+            "--save-dir", tmp_path, "--no-save", "--num-workers", "0", "--no-progress-bar"]
+    failed = run_cli("fairseq-train", args, check=False)
+    assert failed.returncode != 0 and "AssertionError" not in failed.stderr
+    assert re.search(r"valid: sentence \d+ has \d+ tokens, more than --max-tokens 5: pass "
+                     r"--skip-invalid-size-inputs-valid-test", failed.stderr)
+    skipped = run_cli("fairseq-train", args + ["--skip-invalid-size-inputs-valid-test"])
+    log = skipped.stdout + skipped.stderr
+    assert num_updates(log) == 2
+    assert "samples have invalid sizes and will be skipped" in log  # training: fairseq's own
+    assert re.search(r"valid: skipped \d+ sentences longer than --max-tokens 5", log)

@@ -165,3 +165,28 @@ def test_damaged_binarised_file_is_named(tmp_path, damage, named, problem):
     damage(prefix)
     with pytest.raises(ValueError, match=rf"valid.src-tgt.src\{named}: .*{problem}.*fairseq-preprocess"):
         indexed_dataset.MMapIndexedDataset(str(prefix))
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_sentences_longer_than_max_tokens_are_named_or_skipped(tiny_data, skip):
+    from conftest import PLUGIN, build_task
+
+    _, task = build_task([tiny_data, "--user-dir", PLUGIN, "--task", "translation",
+                          "--arch", "transformer", "--cpu"])
+    task.load_dataset("valid")
+    dataset = task.dataset("valid")
+    lengths = dataset.num_tokens_vec(np.arange(len(dataset)))
+    max_tokens = int(np.sort(lengths)[len(lengths) // 2])  # half the sentences are longer
+
+    def batches():
+        iterator = task.get_batch_iterator(dataset, max_tokens=max_tokens,
+                                           max_positions=(1024, 1024), ignore_invalid_inputs=skip)
+        return [b for b in iterator.next_epoch_itr(shuffle=False) if b]
+
+    if not skip:
+        with pytest.raises(ValueError, match=rf"valid: sentence \d+ has \d+ tokens, more than "
+                                             rf"--max-tokens {max_tokens}: pass --skip-invalid"):
+            batches()
+        return
+    kept = sorted(int(i) for b in batches() for i in b["id"])
+    assert kept == [i for i in range(len(dataset)) if lengths[i] <= max_tokens]
