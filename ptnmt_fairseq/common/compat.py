@@ -51,13 +51,19 @@ Fixes
    ``--max-*-positions`` only, except in training, where ``--max-tokens`` joins them). Such
    sentences are now filtered with the others: skipped and counted with the flag, else an error
    naming the split, the sentence, its length and the flag. ``batch_by_size`` names them too.
+14. Generation limits: ``fairseq-generate``/``-interactive`` build the task from the command line,
+   so a model trained with ``--max-source-positions 2048`` was held to the default 1024 unless
+   the flag was repeated. The task's ``max_*_positions``/``max_*_samples`` not given on the
+   command line now come from the checkpoint (logged).
 """
 import argparse
 import collections
 import contextlib
 import logging
 import os
+import re
 import shutil
+import sys
 import types
 import typing
 
@@ -512,6 +518,56 @@ def filter_sentences_longer_than_max_tokens():
     FairseqTask.filter_indices_by_size = filter_indices_by_size
 
 
+# --------------------------------------------------------------------------------------------
+# 14. generation limits from the checkpoint
+# --------------------------------------------------------------------------------------------
+LIMIT_OPTION = re.compile(r"max_\w*(positions|samples)")
+
+
+def options_on_command_line(argv=None):
+    """Dest names (``max_source_positions``) of the ``--options`` in ``argv``."""
+    return {a[2:].split("=")[0].replace("-", "_") for a in (argv or sys.argv) if a.startswith("--")}
+
+
+def adopt_checkpoint_limits(task, saved_cfg, arg_overrides=None, argv=None):
+    """Set the task's length limits the user did not give to those the model was trained with."""
+    saved_task = (saved_cfg or {}).get("task") if hasattr(saved_cfg, "get") else None
+    if task is None or not saved_task or not hasattr(saved_task, "items"):
+        return
+    given = options_on_command_line(argv) | set(arg_overrides or {})
+    for key, saved in saved_task.items():
+        current = getattr(task.cfg, key, None)
+        if (not LIMIT_OPTION.fullmatch(key) or key in given or saved is None or current is None
+                or saved == current):
+            continue
+        with contextlib.suppress(Exception), _writable(task.cfg):
+            setattr(task.cfg, key, saved)
+            logger.info(f"--{key.replace('_', '-')} {saved}: the checkpoint's (was {current}); "
+                        "give the flag to override")
+
+
+@contextlib.contextmanager
+def _writable(cfg):
+    from omegaconf import DictConfig, open_dict
+
+    with open_dict(cfg) if isinstance(cfg, DictConfig) else contextlib.nullcontext():
+        yield
+
+
+@_once("generation takes max positions from the checkpoint unless given")
+def generation_limits_from_checkpoint():
+    from fairseq import checkpoint_utils
+
+    original = checkpoint_utils.load_model_ensemble_and_task
+
+    def load_model_ensemble_and_task(filenames, arg_overrides=None, task=None, *args, **kwargs):
+        ensemble, cfg, task = original(filenames, arg_overrides, task, *args, **kwargs)
+        adopt_checkpoint_limits(task, cfg, arg_overrides)
+        return ensemble, cfg, task
+
+    checkpoint_utils.load_model_ensemble_and_task = load_model_ensemble_and_task
+
+
 PATCHES = (
     allow_fairseq_checkpoint_globals,
     replace_sox_convert_waveform,
@@ -525,6 +581,7 @@ PATCHES = (
     check_binarised_files,
     hub_bpe_from_task,
     filter_sentences_longer_than_max_tokens,
+    generation_limits_from_checkpoint,
 )
 
 

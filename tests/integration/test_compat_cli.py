@@ -11,8 +11,8 @@ import torch
 
 import ptnmt_fairseq  # noqa: F401  (applies the fixes, as --user-dir does)
 from conftest import (
-    BASE_ENV, PLUGIN, cli, free_port, generate, hypotheses, num_updates, run_cli, train,
-    train_args,
+    BASE_ENV, PLUGIN, cli, free_port, generate, hypotheses, make_tiny_bitext, num_updates,
+    preprocess, run_cli, train, train_args,
 )
 
 EVAL_BLEU = [
@@ -133,3 +133,21 @@ def test_bucketing_and_an_empty_binarised_file_through_fairseq_train(tiny_data, 
     assert proc.returncode != 0
     assert "valid.src-tgt.src.bin: 0 bytes, but its index" in proc.stderr
     assert "AttributeError" not in proc.stderr
+
+
+def test_generation_takes_the_length_limits_from_the_checkpoint(tmp_path):
+    raw = make_tiny_bitext(tmp_path / "raw", n_train=40, n_valid=4, n_test=2)
+    long_source = " ".join(["a", "b", "c"] * 400)  # 1,200 tokens, beyond fairseq's default 1024
+    for side, text in (("src", long_source), ("tgt", "A B C")):
+        with open(raw / f"test.{side}", "a") as f:
+            f.write(text + "\n")
+    data = preprocess(raw, tmp_path / "bin")
+    limits = ["--max-source-positions", "2048", "--max-target-positions", "2048"]
+    train(data, tmp_path / "ck", extra=[*limits, "--max-update", "1", "--max-tokens", "4000"])
+    out = generate(data, tmp_path / "ck" / "checkpoint_last.pt",
+                   extra=["--max-tokens", "4000", "--max-len-b", "5"])
+    assert sorted(hypotheses(out.stdout)) == [0, 1, 2]  # the 1,200-token source included
+    assert "--max-source-positions 2048: the checkpoint's (was 1024)" in out.stderr
+    capped = generate(data, tmp_path / "ck" / "checkpoint_last.pt", check=False, extra=[
+        "--max-tokens", "4000", "--max-source-positions", "1024"])  # given: the user's limit
+    assert capped.returncode != 0 and "max_positions=(1024, 2048)" in capped.stderr
