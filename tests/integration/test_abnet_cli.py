@@ -259,6 +259,14 @@ def test_generate_mask_predict_end_to_end(trained_abnet, abnet_data):
     assert sorted(hyps) == list(range(10))
     assert not any("[MASK]" in h or "[CLS]" in h or "[SEP]" in h for h in hyps.values())
     assert all(set(h.split()) <= set("ABCDEFGHIJKLMNOP") | {"[UNK]"} for h in hyps.values())
+    # fairseq-interactive and the hub interface give the same translations
+    sources = [outputs(out.stdout, "S")[i] for i in range(10)]
+    inter = interactive(abnet_data, save_dir / "checkpoint_last.pt", sources, extra=[
+        "--task", "translation_abnet", "--iter-decode-max-iter", "9", "--iter-decode-with-beam", "4"])
+    assert hypotheses(inter.stdout) == hyps
+    hub = hub_translate(save_dir / "checkpoint_last.pt", abnet_data, sources,
+                        generation={"iter_decode_max_iter": 9, "iter_decode_with_beam": 4})
+    assert hub == [hyps[i] for i in range(10)]
 
 
 def test_training_lowers_the_loss(trained_abnet):
