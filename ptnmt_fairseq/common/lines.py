@@ -24,7 +24,8 @@ def read_lines(path) -> List[str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
-    return split_lines(path.read_text(encoding="utf-8"))
+    with open(path, encoding="utf-8", newline="") as f:  # no universal newlines: \r stays
+        return split_lines(f.read())
 
 
 def read_aligned(*paths) -> Tuple[List[str], ...]:

@@ -243,3 +243,13 @@ def test_misaligned_manifest_row_is_named(corpus, tmp_path):
     with pytest.raises(ValueError, match=r"valid.tsv:4: 6 tab-separated fields, the header has 7"):
         task.load_dataset("valid")
 
+
+
+def test_manifest_rows_split_at_newline_only(tmp_path):
+    manifest = tmp_path / "test.tsv"
+    manifest.write_text("id\taudio\tn_frames\tsrc_text\ttgt_text\tsrc_lang\ttgt_lang\n"
+                        "u0\ta.wav\t16000\tone\u2028two\tun deux\ten\tfr\n"
+                        "u1\tb.wav\t16000\tcarriage\rreturn\tretour\ten\tfr\n", encoding="utf-8")
+    rows = speech_data.read_manifest(manifest)
+    assert [r["src_text"] for r in rows] == ["one\u2028two", "carriage\rreturn"]
+    assert [r["_line"] for r in rows] == [2, 3]

@@ -27,6 +27,8 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from ptnmt_fairseq.common.lines import read_lines
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_RAS_PROB = 0.3  # mRASP paper (released code: 0.15)
@@ -54,20 +56,18 @@ def read_word_dictionary(path) -> Dict[str, List[str]]:
         raise FileNotFoundError(f"dictionary {path} does not exist")
     table: Dict[str, List[str]] = defaultdict(list)
     phrases = 0
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            line = line.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                continue
-            fields = line.split("\t") if "\t" in line else line.split(" ")
-            if len(fields) != 2 or not fields[0].strip() or not fields[1].strip():
-                raise ValueError(f"{path}:{line_no}: expected 'source<TAB>target', got {line!r}")
-            source, target = fields[0].strip(), fields[1].strip()
-            if " " in source or " " in target:
-                phrases += 1  # RAS swaps single words
-                continue
-            if target not in table[source]:
-                table[source].append(target)
+    for line_no, line in enumerate(read_lines(path), 1):
+        if not line.strip():
+            continue
+        fields = line.split("\t") if "\t" in line else line.split(" ")
+        if len(fields) != 2 or not fields[0].strip() or not fields[1].strip():
+            raise ValueError(f"{path}:{line_no}: expected 'source<TAB>target', got {line!r}")
+        source, target = fields[0].strip(), fields[1].strip()
+        if " " in source or " " in target:
+            phrases += 1  # RAS swaps single words
+            continue
+        if target not in table[source]:
+            table[source].append(target)
     if not table:
         raise ValueError(f"{path}: no single-word pairs")
     if phrases:

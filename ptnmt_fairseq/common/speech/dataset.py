@@ -13,7 +13,6 @@ data) has the same columns without ``audio`` and ``n_frames``.
 A file that is corrupt past its header fails when read, naming the manifest line, or is dropped
 from its batch with ``skip_bad_audio``.
 """
-import csv
 import logging
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -23,6 +22,7 @@ import torch
 from fairseq.data import data_utils
 
 from ptnmt_fairseq.common.language_tokens import lang_tag_index, shift_right
+from ptnmt_fairseq.common.lines import read_lines
 from ptnmt_fairseq.common.paired_sizes import PairedSizesDataset
 from ptnmt_fairseq.common.speech.audio import (
     MIN_AUDIO_SAMPLES, BadAudioError, collate_waveforms, drop_bad_audio, read_audio,
@@ -43,27 +43,28 @@ def read_manifest(path, required: Sequence[str] = SPEECH_COLUMNS) -> List[Dict[s
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest {path} does not exist")
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if header is None:
-            raise ValueError(f"{path}: empty manifest (no header line)")
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise ValueError(f"{path}:1: header {header} lacks the columns {missing}")
-        rows = []
-        for line_no, fields in enumerate(reader, 2):
-            if not fields:
-                continue
-            if len(fields) != len(header):
-                raise ValueError(
-                    f"{path}:{line_no}: {len(fields)} tab-separated fields, the header has "
-                    f"{len(header)} (a tab inside a text field?)"
-                )
-            row = dict(zip(header, fields), _line=line_no)
-            if "n_frames" in required and not row["n_frames"].isdigit():
-                raise ValueError(f"{path}:{line_no}: n_frames {row['n_frames']!r} is not a number")
-            rows.append(row)
+    # Rows split at \n only (common/lines.py), fields at tabs (fairseq's QUOTE_NONE TSV): a \r
+    # or U+2028 inside a transcript stays in it.
+    reader = (line.split("\t") if line else [] for line in read_lines(path))
+    header = next(reader, None)
+    if header is None:
+        raise ValueError(f"{path}: empty manifest (no header line)")
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise ValueError(f"{path}:1: header {header} lacks the columns {missing}")
+    rows = []
+    for line_no, fields in enumerate(reader, 2):
+        if not fields:
+            continue
+        if len(fields) != len(header):
+            raise ValueError(
+                f"{path}:{line_no}: {len(fields)} tab-separated fields, the header has "
+                f"{len(header)} (a tab inside a text field?)"
+            )
+        row = dict(zip(header, fields), _line=line_no)
+        if "n_frames" in required and not row["n_frames"].isdigit():
+            raise ValueError(f"{path}:{line_no}: n_frames {row['n_frames']!r} is not a number")
+        rows.append(row)
     if not rows:
         raise ValueError(f"{path}: the manifest has a header but no rows")
     return rows
