@@ -25,8 +25,14 @@ EVAL_BLEU = [
 def trained(tiny_data, tmp_path_factory):
     """A checkpoint written by fairseq-train with --eval-bleu (numpy counts in its meters)."""
     save_dir = tmp_path_factory.mktemp("ckpt")
-    train(tiny_data, save_dir, extra=EVAL_BLEU)
+    train(tiny_data, save_dir, extra=EVAL_BLEU + ["--num-batch-buckets", "4"])  # numpy 2 path
     return save_dir
+
+
+@pytest.fixture(scope="module")
+def generated_last(tiny_data, trained):
+    """fairseq-generate's output for checkpoint_last.pt, shared by the tests that read it."""
+    return generate(tiny_data, trained / "checkpoint_last.pt").stdout
 
 
 def test_checkpoint_needs_the_allow_list(trained):
@@ -40,9 +46,8 @@ def test_checkpoint_needs_the_allow_list(trained):
     assert proc.returncode != 0 and "Unsupported global" in proc.stderr
 
 
-def test_generate_loads_fairseq_checkpoint(tiny_data, trained):
-    out = generate(tiny_data, trained / "checkpoint_last.pt")
-    assert len(hypotheses(out.stdout)) == 10  # every test sentence decoded
+def test_generate_loads_fairseq_checkpoint(generated_last):
+    assert len(hypotheses(generated_last)) == 10  # every test sentence decoded
 
 
 def test_generate_loads_best_checkpoint_with_bleu_meters(tiny_data, trained):
@@ -117,16 +122,15 @@ def test_explicit_init_without_no_spawn_fails_loudly(tiny_data, tmp_path):
     assert "would spawn 0 workers" in proc.stderr and "--distributed-no-spawn" in proc.stderr
 
 
-def test_generate_translates_every_test_sentence(tiny_data, trained):
+def test_generate_translates_every_test_sentence(generated_last):
     # 10 test sentences with the default --required-batch-size-multiple 8: all 10 are scored.
-    out = generate(tiny_data, trained / "checkpoint_last.pt")
-    assert sorted(hypotheses(out.stdout)) == list(range(10))
+    assert sorted(hypotheses(generated_last)) == list(range(10))
 
 
-
-def test_bucketing_and_an_empty_binarised_file_through_fairseq_train(tiny_data, tmp_path):
-    out = train(tiny_data, tmp_path / "ck", extra=["--num-batch-buckets", "4"])  # numpy 2
-    assert num_updates(out.stdout + out.stderr) == 3
+def test_bucketing_and_an_empty_binarised_file_through_fairseq_train(tiny_data, trained,
+                                                                     tmp_path):
+    state = torch.load(trained / "checkpoint_last.pt", weights_only=True)
+    assert state["optimizer_history"][-1]["num_updates"] == 3  # trained with 4 length buckets
     data = shutil.copytree(tiny_data, tmp_path / "bin")
     (data / "valid.src-tgt.src.bin").write_bytes(b"")  # an interrupted fairseq-preprocess
     proc = run_cli("fairseq-train", train_args(data, tmp_path / "ck2"), check=False)
