@@ -160,26 +160,59 @@ def count_lines(path):
 
 
 # ---- scoring: ptnmt_fairseq.common.scoring, the project's one scorer -----------------------
+# Always against the raw reference text, never fairseq's T- lines (rebuilt from dictionary ids:
+# characters missing from the vocabulary become <<unk>>, sentencepiece's NFKC changes others).
 
 class Score(NamedTuple):
     value: float  # BLEU or WER (percent), to 2 decimals
-    sentences: int  # scored, all of the test set (the scorer refuses a partial one)
+    sentences: int  # scored, all of the references (the scorer refuses a partial test set)
 
 
-def score_generate(text, metric="bleu", subword="none", detokenized=False):
-    """Score fairseq-generate output ``text``: H- lines after joining ``subword`` pieces, or
-    with ``detokenized`` the D- lines (13a sacreBLEU, normalised WER)."""
-    from ptnmt_fairseq.common.scoring import read_generate_output, score
+def references(path, column="tgt_text", first=None):
+    """Raw reference lines of ``path`` (line i = sentence id i), or ``column`` of a speech
+    manifest .tsv (XSTNet: tgt_text for ST/MT, src_text for ASR); ``first``: only that many."""
+    from ptnmt_fairseq.common.scoring import read_references
 
-    value = score(text, subword=subword, metric=metric, detokenized=detokenized)
-    sentences = len(read_generate_output(text, "D" if detokenized else "H")[1])
-    return Score(round(value, 2), sentences)
+    return read_references(path, column)[:first]
 
 
-def score_file(path, metric="bleu"):
+def bert_references(raw_path, bert, out_path, first=None):
+    """The target BERT's basic tokenisation of raw references (examples/data/bert_tokenize.py
+    --basic: no WordPiece, no [UNK]), the reference side of tokenised BLEU for WordPiece
+    hypotheses (score_generate(..., subword="wordpiece", tokenize="none"))."""
+    run([sys.executable, REPO / "examples/data/bert_tokenize.py", "--bert", bert, raw_path,
+         out_path, "--basic"], name="bert_tokenize.py --basic")
+    return references(out_path, first=first)
+
+
+def score_generate(text, refs, metric="bleu", subword="none", detokenized=False,
+                   lowercase=False, tokenize="13a"):
+    """Score fairseq-generate output ``text`` against ``refs``, the raw reference lines (index =
+    sentence id): H- lines after joining ``subword`` pieces, or with ``detokenized`` the D- lines;
+    sacreBLEU 13a (``lowercase``: case-insensitive) or WER on normalised words."""
+    from ptnmt_fairseq.common.scoring import score
+
+    value = score(text, refs, subword=subword, metric=metric, detokenized=detokenized,
+                  lowercase=lowercase, tokenize=tokenize)
+    return Score(round(value, 2), len(refs))
+
+
+def score_file(path, refs_path, metric="bleu", column="tgt_text"):
     """Score a saved fairseq-generate output of a sentencepiece task (XSTNet, mRASP) on its
-    detokenised D- lines: case-sensitive detokenised sacreBLEU, or WER on normalised words."""
-    return score_generate(Path(path).read_text(encoding="utf-8"), metric, detokenized=True)
+    detokenised D- lines against the raw references in ``refs_path`` (a text file, or
+    ``column`` of a speech manifest): case-sensitive sacreBLEU 13a, or WER on normalised words."""
+    return score_generate(Path(path).read_text(encoding="utf-8"), references(refs_path, column),
+                          metric, detokenized=True)
+
+
+def scoring_description(metric="bleu", hypotheses="D- lines", lowercase=False,
+                        references_name="the raw references", tokenize="13a"):
+    """How a score of score_generate/score_file was computed, for the results JSON."""
+    if metric == "wer":
+        return (f"WER on lower-cased words without punctuation against {references_name}, "
+                f"{hypotheses}")
+    case = "lower-cased" if lowercase else "case-sensitive"
+    return f"sacreBLEU tokenize={tokenize} against {references_name}, {case}, {hypotheses}"
 
 
 # ---- results -------------------------------------------------------------------------------

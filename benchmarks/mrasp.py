@@ -10,9 +10,11 @@ batch size, learning rate and inverse_sqrt schedule, the same 2+2-layer d128 Tra
   - ``mrasp2``: RAS + aligned augmentation (AA p=0.9 on monolingual de/fr: the non-English side
     of the en-de/en-fr training pairs) + the contrastive loss (lambda 1, tau 0.1).
 Measured for each system:
-1. BLEU (case-sensitive detokenised sacreBLEU, sacrebleu.corpus_bleu on the D-/T- lines of
-   fairseq-generate, beam 5, checkpoint_best.pt) on the first ``MAX_EVAL`` lines of the test set
-   of each supervised direction, and of the zero-shot directions de-fr, fr-de (multi-way set).
+1. BLEU on the first ``MAX_EVAL`` lines of the test set of each supervised direction, and of
+   the zero-shot directions de-fr, fr-de (multi-way set): case-sensitive sacreBLEU 13a of the
+   detokenised D- lines of fairseq-generate (beam 5, checkpoint_best.pt) against the raw target
+   text of the same lines, ``data/t<MAX_EVAL>.<src>-<tgt>.<tgt>`` (never fairseq's T- lines,
+   rebuilt from dictionary ids).
 2. Sentence retrieval top-1 accuracy (ptnmt_fairseq.mrasp2.retrieval, en de fr, multi-way set).
 3. Training words/s and train_wall from the end-of-epoch ``train`` line of each log.
 And, in-process, the data-loading cost of RAS: the task built with and without RAS (the same data
@@ -175,7 +177,8 @@ def bleu_scores(work, n):
     for s in SYSTEMS:
         scores[s] = {}
         for d in SUPERVISED + ZEROSHOT:
-            scores[s][d], decoded[d] = harness.score_file(work / s / f"t{n}.{d}.gen")
+            raw = work / "data" / f"t{n}.{d}.{d.split('-')[1]}"  # the recipe's first-n subset
+            scores[s][d], decoded[d] = harness.score_file(work / s / f"t{n}.{d}.gen", raw)
     return scores, dict(sorted(decoded.items()))
 
 
@@ -219,7 +222,8 @@ def main():
             "contrastive": {"lambda": env["LAMBDA"], "tau": env["TAU"]},
             "beam": env["BEAM"], "seed": 1,
             "checkpoint": "checkpoint_best.pt (validated once, at the end: = the last)",
-            "bleu": "sacrebleu.corpus_bleu, detokenised, case-sensitive, on D-/T- lines",
+            "bleu": harness.scoring_description(
+                references_name="the raw references (data/t<n>.<src>-<tgt>.<tgt>)"),
             "device": harness.device_description(),
         },
         "ratios": {

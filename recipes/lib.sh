@@ -175,23 +175,41 @@ generate_logged() {  # OUT.gen DATA_DIR OPTIONS...: fairseq-generate on the CPU 
         || die "fairseq-generate into $out failed (see $log)"
 }
 
-score() {  # GENERATE_OUTPUT SCORING_OPTIONS...: print "BLEU = x" (or "WER = x") with the project's
-           # scorer, which refuses a partial test set; its stderr goes to <output>.score.log
-    local gen="$1" log="${1%.*}.score.log"
-    shift
-    "$python" -m ptnmt_fairseq.common.scoring "$gen" "$@" 2> "$log" || die "scoring $gen failed (see $log)"
+score() {  # GENERATE_OUTPUT REFERENCES SCORING_OPTIONS...: print the project scorer's line, e.g.
+           # "BLEU = x (sacreBLEU 13a, case-sensitive, N sentences, raw references REFERENCES)",
+           # against the raw REFERENCES (a text file, line i = sentence id i, or a speech manifest
+           # .tsv with --reference-column), never fairseq's T- lines (rebuilt from ids: <<unk>>,
+           # NFKC). It refuses output that does not cover every reference line; its stderr goes
+           # to <output>.score.log
+    local gen="$1" refs="$2" log="${1%.*}.score.log"
+    shift 2
+    "$python" -m ptnmt_fairseq.common.scoring "$gen" --references "$refs" "$@" 2> "$log" \
+        || die "scoring $gen failed (see $log)"
+}
+
+bert_references() {  # RAW BERT OUT: OUT = BERT's basic tokenisation of the raw references RAW
+                     # (its normaliser and punctuation split, no WordPiece, so no [UNK]): what
+                     # WordPiece hypotheses are scored against, with --tokenize none
+    "$python" "$repo/examples/data/bert_tokenize.py" --bert "$2" "$1" "$3" --basic 2> /dev/null \
+        || die "cannot tokenise $1 with $2"
+}
+
+score_wordpiece() {  # GENERATE_OUTPUT RAW BERT: tokenised BLEU of WordPiece H- lines (## joined)
+                     # against RAW in BERT's basic tokenisation (written beside RAW as *.basic)
+    bert_references "$2" "$3" "$2.basic"
+    score "$1" "$2.basic" --subword wordpiece --tokenize none
 }
 
 decode_multilingual() {  # DATA_DIR MODEL_DIR SRC-TGT N [LABEL]: decode the first N test lines of
                          # SRC-TGT with MODEL_DIR/checkpoint_best.pt into MODEL_DIR/tN.SRC-TGT.gen
-                         # and print its case-sensitive detokenised sacreBLEU (D- against T- lines;
-                         # the target language token is the decoder's first input)
+                         # and print its case-sensitive sacreBLEU (13a) of the detokenised D- lines
+                         # against the raw target text of the same lines, DATA_DIR/tN.SRC-TGT.TGT
+                         # (the target language token is the decoder's first input)
     local data="$1" model="$2" pair="$3" n="$4" label="${5:-}"
     local out="$model/t$n.$pair.gen"
     first_lines_subset "$data" "$n" "$pair"
     generate_logged "$out" "$data" --task translation_multi_langtok -s "${pair%-*}" -t "${pair#*-}" \
-        --gen-subset "t$n" --path "$model/checkpoint_best.pt" --beam "${BEAM:-5}" --max-tokens 4000 \
-        --scoring sacrebleu
+        --gen-subset "t$n" --path "$model/checkpoint_best.pt" --beam "${BEAM:-5}" --max-tokens 4000
     echo -n "$(basename "$model") $pair$label: "
-    score "$out" --detokenized
+    score "$out" "$data/t$n.$pair.${pair#*-}" --detokenized
 }

@@ -10,6 +10,7 @@ import torch
 from fairseq.data import data_utils
 
 from ptnmt_fairseq.common.paired_sizes import PairedSizesDataset
+from ptnmt_fairseq.common.scoring import warn_damaged_references
 
 LANG_TAG_TEMPLATE = "<lang:{}>"
 AUDIO_TAG = "<audio>"  # XSTNet's source-side tag for speech input (Ye et al., 2021, Table 1)
@@ -91,17 +92,23 @@ class TaggedInferenceDataset(PairedSizesDataset):
     def collater(self, samples):
         if not samples:
             return {}
-        sources = [s["source"] for s in samples]
-        return {
-            "id": torch.tensor([s["id"] for s in samples]),
-            "nsentences": len(samples),
-            "ntokens": sum(len(s) for s in sources),
-            "net_input": {
-                "src_tokens": data_utils.collate_tokens(sources, self.pad),
-                "src_lengths": torch.tensor([len(s) for s in sources]),
-                "prev_output_tokens": torch.full((len(samples), 1), self.tgt_tag),
-            },
-        }
+        return collate_tagged(samples, self.pad, torch.full((len(samples), 1), self.tgt_tag),
+                              ntokens=sum(len(s["source"]) for s in samples))
+
+
+def collate_tagged(samples, pad, prev_output_tokens, ntokens):
+    """A batch of ``{"id", "source"}`` items whose decoder input (B x T) starts with a tag."""
+    sources = [s["source"] for s in samples]
+    return {
+        "id": torch.tensor([s["id"] for s in samples]),
+        "nsentences": len(samples),
+        "ntokens": ntokens,
+        "net_input": {
+            "src_tokens": data_utils.collate_tokens(sources, pad),
+            "src_lengths": torch.tensor([len(s) for s in sources]),
+            "prev_output_tokens": prev_output_tokens,
+        },
+    }
 
 
 class TagAsBosGenerationMixin:
@@ -133,6 +140,7 @@ class TagAsBosGenerationMixin:
         return super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs, **kwargs)
 
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
+        warn_damaged_references(sample, self.target_dictionary, type(self).__name__)
         if "prev_output_tokens" not in sample["net_input"]:  # fairseq-interactive's own batches
             return self.generate_with_tag(generator, models, sample, self.inference_tags()[1],
                                           prefix_tokens, constraints)

@@ -4,6 +4,9 @@
 # Usage: recipes/abnet/run.sh WORKDIR [SYSTEM...]
 #   SYSTEM: abnet (default), abnet_fb, abnet_enc, abnet_enc_cmlm, cmlm (fairseq's Mask-Predict
 #           baseline, cmlm_transformer), transformer (autoregressive baseline)
+# Each system decodes the test split into WORKDIR/<system>/test.gen; BLEU is tokenised sacreBLEU
+# of its H- lines, WordPiece joined, against the raw target test text WORKDIR/pair/test.SRC-TGT.TGT
+# in TGT_BERT's basic tokenisation (never the T- lines; lower-cased when TGT_BERT is uncased).
 #
 # Environment (CPU-sized defaults run on the gettext de-en corpus with the packaged MiniLM):
 #   SRC=de TGT=en                 direction (the gettext corpus is English-centric)
@@ -142,5 +145,5 @@ for system in "${systems[@]}"; do
     generate_logged "$work/$system/test.gen" "$(data_for "$system")" --gen-subset test \
         --path "$work/$system/checkpoint_last.pt" --batch-size 32 $(generate_args "$system")
     echo -n "$system $src->$tgt test: "
-    score "$work/$system/test.gen" --subword wordpiece
+    score_wordpiece "$work/$system/test.gen" "$work/pair/test.$src-$tgt.$tgt" "$tgt_bert"
 done

@@ -21,9 +21,11 @@
 #   default: prepare pretrain finetune evaluate
 # Training appends to WORKDIR/<model>/train.log (fairseq-train resumes from checkpoint_last.pt);
 # validation runs once, at the end (the updates are far below an epoch), on at most VALID_STEPS
-# batches. BLEU is case-sensitive detokenised sacreBLEU (sacrebleu.corpus_bleu on the D-/T- lines
-# of fairseq-generate -s SRC -t TGT; the target language token is the decoder's first input,
-# never --prefix-size), written to WORKDIR/<model>/t<MAX_EVAL>.<src>-<tgt>.gen.
+# batches. fairseq-generate -s SRC -t TGT decodes the first MAX_EVAL test lines into
+# WORKDIR/<model>/t<MAX_EVAL>.<src>-<tgt>.gen (the target language token is the decoder's first
+# input, never --prefix-size); BLEU is case-sensitive sacreBLEU (13a) of its detokenised D- lines
+# against the raw target text of those lines, WORKDIR/data/t<MAX_EVAL>.<src>-<tgt>.<tgt> (never
+# fairseq's T- lines, rebuilt from ids).
 #
 # Environment (CPU-sized defaults):
 #   LANGS="de fr ro"                         non-English languages of the corpus

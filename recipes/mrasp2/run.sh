@@ -24,8 +24,10 @@
 # Every system trains in WORKDIR/<system>/ (train.log appended; fairseq-train resumes from
 # checkpoint_last.pt) and decodes checkpoint_best.pt into WORKDIR/<system>/t<MAX_EVAL>.<src>-<tgt>.gen.
 # Validation runs once, at the end (MAX_UPDATE is far below an epoch), on at most VALID_STEPS
-# batches. BLEU is case-sensitive detokenised sacreBLEU (sacrebleu.corpus_bleu on the D-/T-
-# lines; the target language token is the decoder's first input, never --prefix-size).
+# batches. BLEU is case-sensitive sacreBLEU (13a) of the detokenised D- lines against the raw
+# target text of the decoded lines, WORKDIR/data/t<MAX_EVAL>.<src>-<tgt>.<tgt> (never fairseq's
+# T- lines, rebuilt from ids); the target language token is the decoder's first input, never
+# --prefix-size.
 # Retrieval: python -m ptnmt_fairseq.mrasp2.retrieval (masked mean of the encoder states, cosine,
 # top-1, mean over ordered pairs), written to WORKDIR/<system>/retrieval.json.
 #

@@ -7,7 +7,9 @@
 #   3. fairseq-preprocess with a joined dictionary
 #   4. export the BERT's embedding rows for that dictionary; fairseq-train a small Transformer
 #      whose (shared) embeddings start from them (--encoder-embed-path, matched by token string)
-#   5. fairseq-generate on the test split, print tokenised, lowercased BLEU (sacrebleu)
+#   5. fairseq-generate on the test split; print tokenised sacreBLEU of its H- lines, WordPiece
+#      joined, against the raw German test text (WORKDIR/raw/test.en-de.de) in the BERT's basic
+#      tokenisation (all-MiniLM-L6-v2 is uncased and strips accents: so are the references)
 #
 # Usage: recipes/quickstart/run.sh [WORKDIR]   (default: work/quickstart)
 # CPU-sized: 450 updates by default; MAX_UPDATE=N trains longer or shorter.
@@ -61,5 +63,5 @@ echo "== 5. fairseq-generate + BLEU"
     --path "$work/checkpoints/checkpoint_last.pt" --gen-subset test --beam 4 --batch-size 64 --max-len-a 1.5 --max-len-b 5 \
     > "$work/generate.test.txt" 2> "$work/generate.log"
 echo "test sentences: $(grep -c '^H-' "$work/generate.test.txt")"
-echo -n "en->de quickstart, tokenised lowercased "
-score "$work/generate.test.txt" --subword wordpiece
+echo -n "en->de quickstart, WordPiece joined: "
+score_wordpiece "$work/generate.test.txt" "$work/raw/test.en-de.de" "$bert"

@@ -17,9 +17,11 @@
 #   default: prepare w2v stage1 stage2 evaluate
 # Every system trains in WORKDIR/<system>/ (train.log appended; fairseq-train resumes from
 # checkpoint_last.pt, so re-running a step with the same MAX_UPDATE_* only re-validates) and
-# decodes checkpoint_best.pt (lowest valid loss) into WORKDIR/<system>/test.<task>.gen. BLEU is case-sensitive detokenised sacreBLEU
-# (sacrebleu.corpus_bleu on the D-/T- lines, the same for all systems); WER is on lowercased
-# words with punctuation removed.
+# decodes checkpoint_best.pt (lowest valid loss) into WORKDIR/<system>/test.<task>.gen. Scores
+# compare the detokenised D- lines with the raw text of the test manifest WORKDIR/data/test.tsv
+# (never fairseq's T- lines, rebuilt from ids): BLEU is case-sensitive sacreBLEU (13a) against
+# tgt_text (ST, MT, the cascade), the same for all systems; WER is on lower-cased words without
+# punctuation against src_text (ASR).
 #
 # Environment (CPU-sized defaults):
 #   SRC=en TGT=fr                 direction; SRC is spoken (the gettext corpus is English-centric)
@@ -128,19 +130,21 @@ train_system() {  # SYSTEM: fairseq-train into $work/SYSTEM
 
 decode() {  # SYSTEM TASK SUBSET [fairseq-generate options]: $work/SYSTEM/SUBSET.TASK.gen, scored
     local system="$1" task="$2" subset="$3"; shift 3
-    local out="$work/$system/$subset.$task.gen" scoring=sacrebleu
-    if [ "$task" = asr ]; then scoring=wer; fi
+    local out="$work/$system/$subset.$task.gen"
     generate_logged "$out" "$data" --task xstnet --eval-task "$task" --gen-subset "$subset" \
-        --path "$work/$system/checkpoint_best.pt" --max-tokens 500000 --beam "${BEAM:-5}" \
-        --scoring "$scoring" "$@"
+        --path "$work/$system/checkpoint_best.pt" --max-tokens 500000 --beam "${BEAM:-5}" "$@"
     echo -n "$system $task $subset: "
     score_task "$out" "$task"
 }
 
-score_task() {  # GEN TASK: case-sensitive detokenised sacreBLEU (st, mt) or normalised WER (asr)
-    if [ "$2" != asr ]; then score "$1" --detokenized; return; fi
-    score "$1" --detokenized --metric wer
-    echo "  (lowercased, no punctuation; fairseq: $(grep -m1 '^Generate ' "$1" | sed 's/.*: //'))"
+score_task() {  # GEN TASK: its D- lines against the raw test references (every decoded subset is
+                # the test split: cascade_test holds its rows with the ASR transcripts as sources):
+                # case-sensitive sacreBLEU against tgt_text (st, mt), WER against src_text (asr)
+    if [ "$2" = asr ]; then
+        score "$1" "$data/test.tsv" --reference-column src_text --detokenized --metric wer
+    else
+        score "$1" "$data/test.tsv" --reference-column tgt_text --detokenized
+    fi
 }
 
 cascade() {  # the ASR model's test transcripts -> a text manifest -> the stage-1 MT model

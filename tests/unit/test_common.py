@@ -36,37 +36,77 @@ def test_uncached_hub_name_fails_offline_with_a_clear_error(monkeypatch):
         pretrained.load_bert_tokenizer("bert-not-in-cache-xyz", option="--target-bert")
 
 
-def test_read_generate_output_orders_by_id():
-    hyps, refs = scoring.read_generate_output(GENERATE_OUTPUT)
-    assert refs == ["play ##ing games", "the cat sat"]
-    assert hyps == ["play ##ing game", "the cat sat"]
+def test_hypotheses_by_id_and_the_raw_references(tmp_path):
+    assert scoring.hypotheses_by_id(GENERATE_OUTPUT) == {1: "the cat sat", 0: "play ##ing game"}
+    raw = tmp_path / "test.en"
+    raw.write_text("playing games\nthe cat sat\n")
+    assert scoring.read_references(raw) == ["playing games", "the cat sat"]
+    manifest = tmp_path / "test.tsv"
+    manifest.write_text("id\tsrc_text\ttgt_text\nu0\tbonjour\thello\n")
+    assert scoring.read_references(manifest) == ["hello"]
+    assert scoring.read_references(manifest, "src_text") == ["bonjour"]
 
 
 def test_wordpiece_join_and_wer_by_hand():
     assert scoring.join_subwords("play ##ing game ##s", "wordpiece") == "playing games"
     # "playing game" vs "playing games": 1 substitution; "the cat sat" exact: 1 / 5 words
-    assert scoring.score(GENERATE_OUTPUT, "wordpiece", "wer") == pytest.approx(20.0)
+    refs = ["playing games", "the cat sat"]
+    assert scoring.score(GENERATE_OUTPUT, refs, "wordpiece", "wer") == pytest.approx(20.0)
     assert scoring.word_error_rate(["a x c d"], ["a b c"]) == pytest.approx(200 / 3)
 
 
 def test_partial_output_is_refused():
-    with pytest.raises(ValueError, match=r"ids \[2\]"):
-        scoring.read_generate_output(GENERATE_OUTPUT + "T-2\tlost\n")
+    with pytest.raises(ValueError, match=r"2 hypotheses for 3 references \(missing ids \[2\]"):
+        scoring.score(GENERATE_OUTPUT, ["a", "b", "c"], "wordpiece")
 
 
-def test_detokenized_scoring_reads_d_lines_with_13a_bleu_and_normalised_wer():
+def test_bleu_is_against_the_raw_references_not_the_t_lines():
     import sacrebleu
 
-    text = ("T-0\tHello, World!\nH-0\t-1.0\t▁Hello ▁World\nD-0\t-1.0\thello world\n"
-            "T-1\tIt's fine.\nH-1\t-1.0\tx\nD-1\t-1.0\tIt's fine.\n")
-    hyps, refs = scoring.read_generate_output(text, "D")
-    assert hyps == ["hello world", "It's fine."] and refs == ["Hello, World!", "It's fine."]
-    assert scoring.score(text, metric="wer", detokenized=True) == pytest.approx(0.0)
-    assert scoring.score(text, metric="bleu", detokenized=True) == pytest.approx(
-        sacrebleu.corpus_bleu(hyps, [refs]).score)
-    # not normalised: "hello world" vs "Hello, World!" is 2 errors of the 4 reference words
-    assert scoring.word_error_rate(hyps, refs) == pytest.approx(100 * 2 / 4)
+    # T- lines rebuilt from dictionary ids: "é" was not in the vocabulary
+    text = ("T-0\tun caf<<unk>> au lait pour moi\nH-0\t-1.0\tx\n"
+            "D-0\t-1.0\tun café au lait pour moi\n"
+            "T-1\tIt's fine, thank you.\nH-1\t-1.0\tx\nD-1\t-1.0\tIt's fine, thank you!\n")
+    raw = ["un café au lait pour moi", "It's fine, thank you."]
+    hyps = ["un café au lait pour moi", "It's fine, thank you!"]
+    bleu = scoring.score(text, raw, detokenized=True)
+    assert bleu == pytest.approx(sacrebleu.corpus_bleu(hyps, [raw]).score)
+    damaged = sacrebleu.corpus_bleu(hyps, [["un caf<<unk>> au lait pour moi", raw[1]]]).score
+    assert bleu > damaged + 10
+    assert scoring.score(text, raw, metric="wer", detokenized=True) == pytest.approx(0.0)
+    upper = ["UN CAFÉ au lait pour moi", raw[1]]
+    assert scoring.score(text, upper, detokenized=True, lowercase=True) == pytest.approx(bleu)
+    assert scoring.score(text, upper, detokenized=True) < bleu
 
+
+def test_scoring_cli_names_the_tokenisation_and_the_references(tmp_path, capsys):
+    (tmp_path / "gen.txt").write_text("H-0\t-1\tx\nD-0\t-1\tThe cat sat on the mat.\n")
+    (tmp_path / "ref.txt").write_text("The cat sat on the mat.\n")
+    scoring.main([str(tmp_path / "gen.txt"), "--references", str(tmp_path / "ref.txt"),
+                  "--detokenized"])
+    out = capsys.readouterr().out
+    assert out.startswith("BLEU = 100.00 (sacreBLEU tokenize=13a, case-sensitive, 1 sentences, "
+                          "raw references ")
+
+
+def test_wordpiece_hypotheses_against_basic_tokenised_references(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import BASE_ENV, REPO
+
+    raw, basic = tmp_path / "test.en", tmp_path / "test.basic.en"
+    raw.write_text("The data-modifying step, naïvely!\nThe --no-sync option is safe\n")
+    subprocess.run([sys.executable, REPO / "examples/data/bert_tokenize.py", "--bert",
+                    "all-MiniLM-L6-v2", raw, basic, "--basic"], check=True, env=BASE_ENV)
+    assert basic.read_text().split("\n")[0] == "the data - modifying step , naively !"
+    # the references themselves, as WordPiece hypotheses: a perfect score, which 13a on the raw
+    # text cannot give (punctuation inside words, stripped accents)
+    text = ("H-0\t-1\tthe data - mod ##ifying step , naive ##ly !\n"
+            "H-1\t-1\tthe - - no - sync option is safe\n")
+    refs = scoring.read_references(basic)
+    assert scoring.score(text, refs, "wordpiece", tokenize="none") == pytest.approx(100.0)
+    assert scoring.score(text, scoring.read_references(raw), "wordpiece", lowercase=True) < 60
 
 
 SEPARATORS = ["\u2028", "\u2029", "\u0085", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e"]
@@ -92,5 +132,5 @@ def test_misaligned_files_are_named(tmp_path):
 
 
 def test_generate_output_with_a_line_separator_in_a_hypothesis():
-    hyps, refs = scoring.read_generate_output("T-0\tx\u2028y\nH-0\t-0.1\tx\u2028y\nT-1\tz\nH-1\t-0.2\tz\n")
-    assert hyps == ["x\u2028y", "z"] and refs == ["x\u2028y", "z"]
+    hyps = scoring.hypotheses_by_id("T-0\tx\u2028y\nH-0\t-0.1\tx\u2028y\nT-1\tz\nH-1\t-0.2\tz\n")
+    assert hyps == {0: "x\u2028y", 1: "z"}

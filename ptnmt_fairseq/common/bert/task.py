@@ -20,6 +20,7 @@ from fairseq.tasks.translation import TranslationConfig, TranslationTask, load_l
 
 from ptnmt_fairseq.common.bert.dictionary import BertDictionary, check_binarized_ids
 from ptnmt_fairseq.common.compat import language_pair_dataset_class
+from ptnmt_fairseq.common.scoring import warn_damaged_references
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,11 @@ class BertVocabularyTaskMixin:
         logger.info("[%s] BERT dictionary: %d types", cfg.source_lang, len(src_dict))
         logger.info("[%s] BERT dictionary: %d types", cfg.target_lang, len(tgt_dict))
         return cls(cfg, src_dict, tgt_dict)
+
+    def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
+        warn_damaged_references(sample, self.target_dictionary, type(self).__name__)
+        return super().inference_step(generator, models, sample, prefix_tokens=prefix_tokens,
+                                      constraints=constraints)
 
     def build_dataset_for_inference(self, src_tokens, src_lengths, constraints=None):
         """fairseq-interactive / hub input as the binarised data has it: [CLS] x [SEP], in a

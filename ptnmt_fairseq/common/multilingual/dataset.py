@@ -24,7 +24,7 @@ import torch
 from fairseq.data import data_utils
 
 from ptnmt_fairseq.common.multilingual.ras import AlignedDictionaries, EpochSubstitutions
-from ptnmt_fairseq.common.language_tokens import lang_tag_index, shift_right
+from ptnmt_fairseq.common.language_tokens import collate_tagged, lang_tag_index, shift_right
 from ptnmt_fairseq.common.lines import read_aligned
 from ptnmt_fairseq.common.paired_sizes import PairedSizesDataset
 
@@ -155,18 +155,11 @@ class LangTokTranslationDataset(PairedSizesDataset):
             return {}
         pad = self.dictionary.pad()
         targets = [s["target"] for s in samples]
-        return {
-            "id": torch.tensor([s["id"] for s in samples]),
-            "nsentences": len(samples),
-            "ntokens": sum(len(t) for t in targets),
-            "net_input": {
-                "src_tokens": data_utils.collate_tokens([s["source"] for s in samples], pad),
-                "src_lengths": torch.tensor([len(s["source"]) for s in samples]),
-                "prev_output_tokens": data_utils.collate_tokens(
-                    [shift_right(t, s["tgt_tag"]) for t, s in zip(targets, samples)], pad),
-            },
-            "target": data_utils.collate_tokens(targets, pad),
-        }
+        prev = data_utils.collate_tokens(
+            [shift_right(t, s["tgt_tag"]) for t, s in zip(targets, samples)], pad)
+        batch = collate_tagged(samples, pad, prev, ntokens=sum(len(t) for t in targets))
+        batch["target"] = data_utils.collate_tokens(targets, pad)
+        return batch
 
 
 def temperature_ratios(sizes, temperature: float):
