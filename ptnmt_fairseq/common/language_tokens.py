@@ -121,7 +121,8 @@ class TagAsBosGenerationMixin:
     one_language_hint = "generate one output language at a time"
 
     def inference_tags(self):
-        raise NotImplementedError
+        """(source tag id, target tag id) for raw input; the task defines it."""
+        raise NotImplementedError(f"{type(self).__name__} does not translate raw input")
 
     def build_dataset_for_inference(self, src_tokens, src_lengths, constraints=None, **kwargs):
         if constraints is not None:
