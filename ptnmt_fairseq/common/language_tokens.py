@@ -124,6 +124,15 @@ class TagAsBosGenerationMixin:
         """(source tag id, target tag id) for raw input; the task defines it."""
         raise NotImplementedError(f"{type(self).__name__} does not translate raw input")
 
+    def direction_tags(self, template: str = LANG_TAG_TEMPLATE):
+        """Tag ids of ``-s``/``-t`` (``cfg.source_lang``, ``cfg.target_lang``) for raw input."""
+        langs = (self.cfg.source_lang, self.cfg.target_lang)
+        if not all(langs):
+            raise ValueError("translating raw input needs its languages: pass -s SRC -t TGT "
+                             "(hub: source_lang=..., target_lang=...)")
+        return tuple(lang_tag_index(self.target_dictionary, lang, f"-s/-t {lang}", template)
+                     for lang in langs)
+
     def build_dataset_for_inference(self, src_tokens, src_lengths, constraints=None, **kwargs):
         if constraints is not None:
             raise ValueError("lexical constraints are not supported by this task")

@@ -36,9 +36,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
-from ptnmt_fairseq.common.language_tokens import (
-    AUDIO_TAG, TagAsBosGenerationMixin, lang_tag_index, tag_index,
-)
+from ptnmt_fairseq.common.language_tokens import AUDIO_TAG, TagAsBosGenerationMixin, tag_index
 from ptnmt_fairseq.common.speech.audio import resolve_audio_root
 from ptnmt_fairseq.common.speech.dataset import SPEECH_TASKS, TASKS, SpeechTextTripleDataset, load_split
 
@@ -84,6 +82,13 @@ class XSTNetTaskConfig(FairseqDataclass):
     max_sentences: Optional[int] = II("dataset.batch_size")
 
 
+def speech_input_error(eval_task):
+    return ValueError(
+        f"fairseq-interactive and the hub interface translate text, but --eval-task is "
+        f"{eval_task!r}: decode speech with fairseq-generate on a manifest, or pass "
+        "--eval-task mt to translate text")
+
+
 class SpeechSource:
     """The source "dictionary" of a speech task: fairseq-generate prints no text for a waveform,
     and fairseq-interactive or the hub interface, which read text, get a clear error."""
@@ -95,10 +100,7 @@ class SpeechSource:
         return ""
 
     def encode_line(self, *args, **kwargs):
-        raise ValueError(
-            f"fairseq-interactive and the hub interface translate text, but --eval-task is "
-            f"{self.eval_task!r}: decode speech with fairseq-generate on a manifest, or pass "
-            "--eval-task mt to translate text")
+        raise speech_input_error(self.eval_task)
 
     def __getattr__(self, name):  # pad(), eos(), len(): those of the shared dictionary
         return getattr(self.dictionary, name)
@@ -148,12 +150,8 @@ class XSTNetTask(TagAsBosGenerationMixin, FairseqTask):
     def inference_tags(self):
         """fairseq-interactive / hub: text in, so MT only; the tags of -s and -t."""
         if self.eval_task != "mt":
-            self.source_dictionary.encode_line()  # raises: speech input cannot be typed
-        if not (self.cfg.source_lang and self.cfg.target_lang):
-            raise ValueError("translating raw text needs its languages: pass -s SRC -t TGT "
-                             "(hub: source_lang=..., target_lang=...)")
-        return tuple(lang_tag_index(self.dictionary, lang, f"-s/-t {lang}")
-                     for lang in (self.cfg.source_lang, self.cfg.target_lang))
+            raise speech_input_error(self.eval_task)
+        return self.direction_tags()
 
     def split_tasks(self, split):
         if split == self.cfg.train_subset:

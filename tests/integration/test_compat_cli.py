@@ -11,7 +11,7 @@ import torch
 
 import ptnmt_fairseq  # noqa: F401  (applies the fixes, as --user-dir does)
 from conftest import (
-    BASE_ENV, PLUGIN, cli, free_port, generate, hypotheses, make_tiny_bitext, num_updates,
+    BASE_ENV, cli, free_port, generate, hypotheses, interactive, make_tiny_bitext, num_updates,
     preprocess, run_cli, train, train_args,
 )
 
@@ -58,13 +58,8 @@ def test_generate_loads_best_checkpoint_with_bleu_meters(tiny_data, trained):
 
 
 def test_interactive_loads_checkpoint(tiny_data, trained):
-    proc = subprocess.run(
-        [cli("fairseq-interactive"), str(tiny_data), "--user-dir", PLUGIN, "--cpu",
-         "--path", str(trained / "checkpoint_last.pt"), "--beam", "2",
-         "--source-lang", "src", "--target-lang", "tgt"],
-        input="a b c\n", capture_output=True, text=True, env=BASE_ENV, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = interactive(tiny_data, trained / "checkpoint_last.pt", ["a b c"],
+                       extra=["--source-lang", "src", "--target-lang", "tgt"])
     assert any(line.startswith("H-0\t") for line in proc.stdout.splitlines())
 
 

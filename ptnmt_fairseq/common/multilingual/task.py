@@ -29,7 +29,7 @@ from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
 from ptnmt_fairseq.common.multilingual.ras import AlignedDictionaries
-from ptnmt_fairseq.common.language_tokens import TagAsBosGenerationMixin, lang_tag_index
+from ptnmt_fairseq.common.language_tokens import TagAsBosGenerationMixin
 from ptnmt_fairseq.common.multilingual.dataset import (
     MRASP_LANG_TOK, LangTokTranslationDataset, WordPieceCache, read_parallel, temperature_ratios,
 )
@@ -108,12 +108,7 @@ class MultiLangTokTask(TagAsBosGenerationMixin, FairseqTask):
 
     def inference_tags(self):
         """fairseq-interactive / hub: the tags of -s and -t."""
-        if not (self.cfg.source_lang and self.cfg.target_lang):
-            raise ValueError("translating raw input needs the direction: pass -s SRC -t TGT "
-                             "(hub: source_lang=..., target_lang=...)")
-        return tuple(lang_tag_index(self.dictionary, lang, f"-s/-t {lang}",
-                                    self.cfg.lang_tok_template)
-                     for lang in (self.cfg.source_lang, self.cfg.target_lang))
+        return self.direction_tags(self.cfg.lang_tok_template)
 
     def direction(self, split, src, tgt, training):
         src_lines, tgt_lines = read_parallel(Path(self.cfg.data) / f"{split}.{src}-{tgt}", src, tgt)
