@@ -2,7 +2,7 @@
 
 Usage: python -m ptnmt_fairseq.common.scoring GENERATE_OUTPUT --references RAW
        [--reference-column tgt_text] [--subword wordpiece|sentencepiece|none] [--detokenized]
-       [--metric bleu|wer] [--lowercase]
+       [--metric bleu|wer] [--lowercase] [--paired-bs BASELINE_OUTPUT]
 
 References are always the raw text (a plain file, line i = sentence id i, or a column of a
 speech manifest ``.tsv``), never fairseq's ``T-`` lines: those are rebuilt from dictionary ids,
@@ -14,10 +14,12 @@ BLEU is sacreBLEU with its own 13a tokenisation, or ``--tokenize none`` on refer
 tokenised as the hypotheses are (WordPiece systems: the target BERT's basic tokenisation of the
 raw references, ``examples/data/bert_tokenize.py --basic``; joined ``##`` pieces never match
 the raw text's punctuation and accents otherwise), ``--lowercase`` for case-insensitive BLEU; WER
-is on lower-cased words without punctuation. The printed line names all of it. A generate output that does
+is on lower-cased words without punctuation. The printed line names all of it. ``--paired-bs``
+compares with a baseline's output by sacreBLEU's paired bootstrap resampling. A generate output that does
 not cover every reference is refused (a silently partial test set would move the score).
 """
 import argparse
+import json
 import logging
 import re
 import sys
@@ -78,12 +80,11 @@ def hypotheses_by_id(text: str, hypothesis: str = "H"):
     return hyps
 
 
-def score(text: str, references, subword: str = "none", metric: str = "bleu",
-          detokenized: bool = False, lowercase: bool = False, tokenize: str = "13a") -> float:
-    """BLEU or WER of fairseq-generate ``text`` against the raw ``references`` (a list, index =
-    sentence id). ValueError when the ids do not match the references one for one."""
-    import sacrebleu
-
+def ordered_hypotheses(text: str, references, subword: str = "none",
+                       detokenized: bool = False):
+    """The hypotheses of fairseq-generate ``text`` in sentence-id order, subwords joined (the
+    ``D-`` lines with ``detokenized``). ValueError when the ids do not match the ``references``
+    (a list, index = sentence id) one for one."""
     found = hypotheses_by_id(text, "D" if detokenized else "H")
     if sorted(found) != list(range(len(references))):
         missing = sorted(set(range(len(references))) - set(found))
@@ -91,11 +92,56 @@ def score(text: str, references, subword: str = "none", metric: str = "bleu",
         raise ValueError(f"the generate output has {len(found)} hypotheses for "
                          f"{len(references)} references (missing ids {missing[:10]}, unknown ids "
                          f"{extra[:10]}): score the whole split against its own references")
-    hyps = [join_subwords(found[i], subword) for i in range(len(references))]
+    return [join_subwords(found[i], subword) for i in range(len(references))]
+
+
+def bleu_metric(lowercase: bool = False, tokenize: str = "13a"):
+    """sacreBLEU's corpus BLEU; ``tokenize="none"`` for references tokenised like the
+    hypotheses (no warning about it)."""
+    from sacrebleu.metrics import BLEU
+
+    return BLEU(lowercase=lowercase, tokenize=tokenize, force=tokenize == "none")
+
+
+def score(text: str, references, subword: str = "none", metric: str = "bleu",
+          detokenized: bool = False, lowercase: bool = False, tokenize: str = "13a") -> float:
+    """BLEU or WER of fairseq-generate ``text`` against the raw ``references`` (a list, index =
+    sentence id). ValueError when the ids do not match the references one for one."""
+    hyps = ordered_hypotheses(text, references, subword, detokenized)
     if metric == "wer":
         return word_error_rate(hyps, references, normalise=True)
-    return sacrebleu.corpus_bleu(hyps, [list(references)], lowercase=lowercase,
-                                 tokenize=tokenize, force=tokenize == "none").score
+    return bleu_metric(lowercase, tokenize).corpus_score(hyps, [list(references)]).score
+
+
+def paired_bootstrap(baseline_text: str, system_text: str, references, subword: str = "none",
+                     detokenized: bool = False, lowercase: bool = False, tokenize: str = "13a",
+                     samples: int = 1000) -> dict:
+    """sacreBLEU's paired bootstrap resampling (``sacrebleu --paired-bs``; Koehn, EMNLP 2004) of
+    a system's BLEU against a baseline's, both fairseq-generate outputs of the same test set.
+
+    Returns ``{"delta", "ci95", "p", "system_bleu", "baseline_bleu", "baseline_ci95",
+    "samples"}``: ``delta`` = system BLEU - baseline BLEU; ``ci95`` = [low, high] of the
+    system's BLEU over the bootstrap resamples (sacreBLEU's mean +- 95% half-width; sacreBLEU
+    gives no interval for the difference itself), ``baseline_ci95`` the baseline's; ``p`` the
+    p-value of "the difference is due to chance" (sacreBLEU's, seeded by SACREBLEU_SEED, default
+    12345, so it is reproducible). ValueError as ``ordered_hypotheses``.
+    """
+    from sacrebleu.significance import PairedTest
+
+    named = [("baseline", ordered_hypotheses(baseline_text, references, subword, detokenized)),
+             ("system", ordered_hypotheses(system_text, references, subword, detokenized))]
+    test = PairedTest(named, {"BLEU": bleu_metric(lowercase, tokenize)}, [list(references)],
+                      test_type="bs", n_samples=samples)
+    _signatures, results = test()
+    baseline, system = next(v for k, v in results.items() if k != "System")
+    # sacreBLEU counts resampled differences *above* the observed one, so two identical outputs
+    # (every difference 0) would get its smallest p-value, 1/(samples+1): no difference is p = 1.
+    p = 1.0 if named[0][1] == named[1][1] else float(system.p_value)
+    interval = lambda r: [round(float(r.mean - r.ci), 2), round(float(r.mean + r.ci), 2)]  # noqa: E731
+    return {"delta": round(system.score - baseline.score, 2), "ci95": interval(system),
+            "p": round(p, 4), "system_bleu": round(system.score, 2),
+            "baseline_bleu": round(baseline.score, 2), "baseline_ci95": interval(baseline),
+            "samples": samples}
 
 
 def describe(metric: str, lowercase: bool, references: str, n: int, tokenize: str = "13a",
@@ -122,6 +168,10 @@ def main(argv=None):
     parser.add_argument("--tokenize", default="13a",
                         help="sacreBLEU tokenisation (none: references tokenised like the "
                              "hypotheses, e.g. bert_tokenize.py --basic)")
+    parser.add_argument("--paired-bs", metavar="BASELINE_OUTPUT",
+                        help="also compare with this baseline's fairseq-generate output of the "
+                             "same test set: sacreBLEU's paired bootstrap resampling (delta, "
+                             "95%% confidence intervals, p-value), printed as JSON")
     args = parser.parse_args(argv)
     with open(args.generate_output, encoding="utf-8") as f:
         text = f.read()
@@ -131,6 +181,13 @@ def main(argv=None):
     how = describe(args.metric, args.lowercase, args.references, len(references), args.tokenize,
                    args.reference_column)
     print(f"{args.metric.upper()} = {value:.2f} ({how})")
+    if args.paired_bs:
+        if args.metric != "bleu":
+            parser.error("--paired-bs compares BLEU only")
+        with open(args.paired_bs, encoding="utf-8") as f:
+            baseline = f.read()
+        print(json.dumps(paired_bootstrap(baseline, text, references, args.subword,
+                                          args.detokenized, args.lowercase, args.tokenize)))
 
 
 def warn_damaged_references(sample, dictionary, where: str):

@@ -1,4 +1,6 @@
 """Shared helpers: BERT resolution/loading and generate-output scoring."""
+import json
+
 import pytest
 
 from ptnmt_fairseq.common import scoring
@@ -134,3 +136,48 @@ def test_misaligned_files_are_named(tmp_path):
 def test_generate_output_with_a_line_separator_in_a_hypothesis():
     hyps = scoring.hypotheses_by_id("T-0\tx\u2028y\nH-0\t-0.1\tx\u2028y\nT-1\tz\nH-1\t-0.2\tz\n")
     assert hyps == {0: "x\u2028y", 1: "z"}
+
+
+def _generate_output(hypotheses):
+    return "".join(f"D-{i}\t-0.5\t{h}\n" for i, h in enumerate(hypotheses))
+
+
+def _paired_test_set():
+    """60 references; the "good" system is exact, the "cut" baseline drops 1 to 4 final words."""
+    import random
+
+    rng = random.Random(0)
+    words = "the cat sat on a mat with big red dog and blue bird near our house".split()
+    refs = [" ".join(rng.choice(words) for _ in range(8)) for _ in range(60)]
+    cut = [" ".join(r.split()[:8 - rng.randint(1, 4)]) for r in refs]
+    return refs, _generate_output(refs), _generate_output(cut)
+
+
+def test_paired_bootstrap_is_sacrebleus_against_the_raw_references(tmp_path, capsys):
+    import sacrebleu
+
+    refs, good, cut = _paired_test_set()
+    result = scoring.paired_bootstrap(cut, good, refs, detokenized=True)
+    baseline_bleu = sacrebleu.corpus_bleu(scoring.ordered_hypotheses(cut, refs, detokenized=True),
+                                          [refs]).score
+    assert result["system_bleu"] == pytest.approx(100.0)
+    assert result["baseline_bleu"] == pytest.approx(baseline_bleu, abs=0.01)
+    assert result["delta"] == pytest.approx(100.0 - baseline_bleu, abs=0.01)
+    assert result["p"] < 0.01  # exact on every sentence: never due to chance
+    low, high = result["baseline_ci95"]
+    assert low < baseline_bleu < high and high - low > 1  # resampled: a real interval
+    # the same test through the CLI, as a user runs it
+    (tmp_path / "sys.gen").write_text(good)
+    (tmp_path / "base.gen").write_text(cut)
+    (tmp_path / "ref.txt").write_text("\n".join(refs) + "\n")
+    scoring.main([str(tmp_path / "sys.gen"), "--references", str(tmp_path / "ref.txt"),
+                  "--detokenized", "--paired-bs", str(tmp_path / "base.gen")])
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("BLEU = 100.00")
+    assert json.loads(printed[1]) == result
+
+
+def test_paired_bootstrap_of_identical_outputs_is_no_difference():
+    refs, _good, cut = _paired_test_set()
+    result = scoring.paired_bootstrap(cut, cut, refs, detokenized=True)
+    assert result["delta"] == 0 and result["p"] == 1.0
