@@ -34,6 +34,7 @@ from fairseq.models.transformer import (
 
 from ptnmt_fairseq.common.language_tokens import AUDIO_TAG, tag_index
 from ptnmt_fairseq.common.modeling import log_parameter_counts, padding_mask
+from ptnmt_fairseq.common.speech.fbank import FilterbankFrontEnd
 from ptnmt_fairseq.common.speech.wav2vec2 import wav2vec2_frames, wav2vec2_from_args
 
 logger = logging.getLogger(__name__)
@@ -71,19 +72,29 @@ class Shrinker(nn.Module):
         return x.transpose(1, 2), lengths
 
 
-class XSTNetEncoder(FairseqEncoder):
-    """Speech (float waveforms) or text (token ids) into the shared Transformer encoder."""
+def kernel_sizes(text):
+    return [int(k) for k in str(text).split(",")]
 
-    def __init__(self, args, dictionary, transformer: TransformerEncoderBase, wav2vec2):
+
+class XSTNetEncoder(FairseqEncoder):
+    """Speech (float waveforms) or text (token ids) into the shared Transformer encoder.
+
+    The acoustic front-end is wav2vec 2.0 plus the shrinker (the paper's), or, with
+    ``--speech-frontend fbank``, log-mel filterbanks into fairseq's convolutional subsampler
+    (``common/speech/fbank.py``), which learns from scratch on a CPU budget."""
+
+    def __init__(self, args, dictionary, transformer: TransformerEncoderBase, wav2vec2=None):
         super().__init__(dictionary)
         self.wav2vec2 = wav2vec2
-        self.freeze_w2v = args.freeze_w2v
-        if self.freeze_w2v:
-            self.wav2vec2.requires_grad_(False)
-        self.shrinker = Shrinker(
-            wav2vec2.cfg.encoder_embed_dim, args.shrink_channels, args.encoder_embed_dim,
-            [int(k) for k in str(args.shrink_kernel_sizes).split(",")],
-        )
+        self.freeze_w2v = args.freeze_w2v and wav2vec2 is not None
+        if wav2vec2 is None:
+            self.fbank = FilterbankFrontEnd(args.encoder_embed_dim, args.fbank_dim,
+                                            args.conv_channels, kernel_sizes(args.conv_kernel_sizes))
+        else:
+            if self.freeze_w2v:
+                self.wav2vec2.requires_grad_(False)
+            self.shrinker = Shrinker(wav2vec2.cfg.encoder_embed_dim, args.shrink_channels,
+                                     args.encoder_embed_dim, kernel_sizes(args.shrink_kernel_sizes))
         self.transformer = transformer
         self.audio_tag = tag_index(dictionary, AUDIO_TAG, "the XSTNet encoder")
         self.padding_idx = dictionary.pad()
@@ -95,7 +106,10 @@ class XSTNetEncoder(FairseqEncoder):
         return self
 
     def acoustic_features(self, waveform, lengths):
-        """wav2vec 2.0 then the shrinker: B x samples -> (B x steps x d, steps)."""
+        """wav2vec 2.0 then the shrinker (80 ms steps), or filterbanks then the subsampler
+        (40 ms steps): B x samples -> (B x steps x d, steps)."""
+        if self.wav2vec2 is None:
+            return self.fbank(waveform, lengths)
         frames, frame_lengths = wav2vec2_frames(self.wav2vec2, waveform, lengths, self.freeze_w2v)
         return self.shrinker(frames, frame_lengths)
 
@@ -132,20 +146,31 @@ class XSTNetModel(TransformerModel):
                             help="kernel sizes of the stride-2 convolutions, one per layer")
         parser.add_argument("--shrink-channels", type=int, metavar="N",
                             help="channels between the shrinking convolutions")
+        parser.add_argument("--speech-frontend", choices=["wav2vec2", "fbank"],
+                            help="wav2vec 2.0 + shrinker (default, the paper's), or 80-dim "
+                                 "log-mel filterbanks with utterance CMVN + fairseq's "
+                                 "Conv1dSubsampler (no --w2v-path needed)")
+        parser.add_argument("--fbank-dim", type=int, metavar="N",
+                            help="log-mel bins of the fbank front-end (80)")
+        parser.add_argument("--conv-channels", type=int, metavar="N",
+                            help="channels of the fbank front-end's subsampler (1024, fairseq S2T)")
+        parser.add_argument("--conv-kernel-sizes", type=str, metavar="K,K",
+                            help="kernel sizes of the subsampler's stride-2 layers (5,5)")
 
     @classmethod
     def build_model(cls, args, task):
         xstnet_base(args)
         dictionary = task.target_dictionary  # one dictionary for source and target text
-        wav2vec2 = wav2vec2_from_args(args, "XSTNet")
+        wav2vec2 = None if args.speech_frontend == "fbank" else wav2vec2_from_args(args, "XSTNet")
         cfg = TransformerConfig.from_namespace(args)
         embed_tokens = cls.build_embedding(args, dictionary, args.encoder_embed_dim)
         encoder = XSTNetEncoder(args, dictionary,
                                 TransformerEncoderBase(cfg, dictionary, embed_tokens), wav2vec2)
         decoder = TransformerDecoderBase(cfg, dictionary, embed_tokens)
         model = cls(args, encoder, decoder)
-        log_parameter_counts(
-            model, "XSTNet", f"wav2vec 2.0 {'frozen' if args.freeze_w2v else 'fine-tuned'}")
+        frontend = "filterbanks" if wav2vec2 is None else \
+            f"wav2vec 2.0 {'frozen' if args.freeze_w2v else 'fine-tuned'}"
+        log_parameter_counts(model, "XSTNet", frontend)
         return model
 
     def max_positions(self):
@@ -167,6 +192,10 @@ def xstnet_base(args):
     args.freeze_w2v = getattr(args, "freeze_w2v", False)
     args.shrink_kernel_sizes = getattr(args, "shrink_kernel_sizes", "5,5")
     args.shrink_channels = getattr(args, "shrink_channels", 512)
+    args.speech_frontend = getattr(args, "speech_frontend", None) or "wav2vec2"
+    args.fbank_dim = getattr(args, "fbank_dim", 80)
+    args.conv_channels = getattr(args, "conv_channels", 1024)
+    args.conv_kernel_sizes = getattr(args, "conv_kernel_sizes", "5,5")
     args.max_source_positions = getattr(args, "max_source_positions", 1024)
     args.max_target_positions = getattr(args, "max_target_positions", 1024)
     base_architecture(args)  # fairseq's transformer fills in everything else
@@ -182,4 +211,5 @@ def xstnet_tiny(args):
     args.encoder_layers = getattr(args, "encoder_layers", 2)
     args.decoder_layers = getattr(args, "decoder_layers", 2)
     args.shrink_channels = getattr(args, "shrink_channels", 128)
+    args.conv_channels = getattr(args, "conv_channels", 256)
     xstnet_base(args)

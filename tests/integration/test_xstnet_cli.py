@@ -6,6 +6,7 @@ English-French text; the wav2vec 2.0 checkpoint is a tiny random one saved in fa
 and loaded through the real loading code."""
 import re
 
+import pytest
 import torch
 
 import ptnmt_fairseq  # noqa: F401  (compat fixes, registrations)
@@ -88,11 +89,15 @@ def test_progressive_training_and_generation_end_to_end(corpus, tmp_path):
     assert speech.returncode != 0 and "decode speech with fairseq-generate" in speech.stderr
 
 
-def test_speech_path_learns_asr_on_a_tiny_corpus(corpus, tmp_path):
-    """Nothing silently wrong between the waveform and the decoder: ASR can overfit 24 clips."""
+@pytest.mark.parametrize("frontend", ["wav2vec2", "fbank"])
+def test_speech_path_learns_asr_on_a_tiny_corpus(corpus, tmp_path, frontend):
+    """Nothing silently wrong between the waveform and the decoder: ASR can overfit 24 clips,
+    through wav2vec 2.0 and through the filterbank front-end."""
     data, w2v = corpus
+    speech = ["--w2v-path", w2v] if frontend == "wav2vec2" else \
+        ["--speech-frontend", "fbank", "--conv-channels", "64"]
     run_cli("fairseq-train", [
-        data, "--w2v-path", w2v, *XSTNET_TRAIN_ARGS, "--save-dir", tmp_path, "--train-tasks", "asr",
+        data, *speech, *XSTNET_TRAIN_ARGS, "--save-dir", tmp_path, "--train-tasks", "asr",
         "--encoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128", "--shrink-channels", "64",
         "--encoder-layers", "2", "--decoder-layers", "2", "--lr", "2e-3", "--warmup-updates", "30",
         "--dropout", "0", "--max-update", "300", "--disable-validation", "--log-interval", "50"])
@@ -118,9 +123,11 @@ def test_freeze_w2v_keeps_wav2vec2_weights(corpus, tmp_path):
         assert torch.equal(trained[key], original[key[len("encoder.wav2vec2."):]]), key
 
 
-def test_two_rank_ddp(corpus, tmp_path):
+@pytest.mark.parametrize("frontend", ["wav2vec2", "fbank"])
+def test_two_rank_ddp(corpus, tmp_path, frontend):
     data, w2v = corpus
-    outputs = run_ddp([data, "--w2v-path", w2v, *XSTNET_TRAIN_ARGS, "--save-dir", tmp_path,
+    speech = ["--w2v-path", w2v] if frontend == "wav2vec2" else ["--speech-frontend", "fbank"]
+    outputs = run_ddp([data, *speech, *XSTNET_TRAIN_ARGS, "--save-dir", tmp_path,
                        "--train-tasks", "st,asr,mt", "--external-mt", "train_mt.tsv",
                        "--max-update", "3"])
     assert "distributed init (rank 1)" in outputs[1]

@@ -9,9 +9,10 @@ import torch
 
 import ptnmt_fairseq  # noqa: F401  (compat fixes, registrations)
 from ptnmt_fairseq.common.speech import dataset as speech_data
+from ptnmt_fairseq.common.speech import fbank
 from ptnmt_fairseq.common.speech.audio import BadAudioError, read_audio
 from ptnmt_fairseq.xstnet.model import Shrinker
-from conftest import copy_data, rewrite_manifest, xstnet_task
+from conftest import XSTNET_TRAIN_ARGS, build_task, copy_data, rewrite_manifest, xstnet_task
 from tiny_wav2vec2 import num_frames
 
 BAD_AUDIO = {
@@ -57,6 +58,48 @@ def test_encoder_lengths_audio_tag_and_padding(corpus):
                           embed.embed_scale * embed.embed_tokens.weight[audio].expand(2, -1))
     # the short clip's encoding does not depend on the batch's padding
     assert torch.allclose(out["encoder_out"][0][:7, 1], alone["encoder_out"][0][:, 0], atol=1e-4)
+
+
+def test_log_mel_filterbank_frames_and_utterance_cmvn(corpus):
+    data, _w2v = corpus
+    wav = next((data / "wav").glob("*.wav"))
+    waveform = read_audio(wav).float()
+    features = fbank.log_mel_filterbank(waveform)
+    # 25 ms windows every 10 ms at 16 kHz (Kaldi, snip_edges): 1 + (samples - 400) // 160 frames
+    assert features.shape == (1 + (waveform.numel() - 400) // 160, 80)
+    # utterance CMVN, by hand: every bin has mean 0 and variance 1 over the utterance
+    assert torch.allclose(features.mean(0), torch.zeros(80), atol=1e-4)
+    assert torch.allclose(features.var(0, unbiased=False), torch.ones(80), atol=1e-3)
+    # the energies are of the waveform in 16-bit range, as Kaldi and fairseq's get_fbank: a
+    # 1 kHz tone puts its energy in the mel bin around 1 kHz, not in the lowest bins
+    import torchaudio.compliance.kaldi as kaldi
+
+    tone = torch.sin(2 * math.pi * 1000 * torch.arange(16000) / 16000) * 0.5
+    raw = kaldi.fbank(tone.unsqueeze(0) * 2 ** 15, num_mel_bins=80, dither=0.0)
+    mel_1k = 2595 * math.log10(1 + 1000 / 700)  # bin centres are equally spaced in mel
+    centre = int(round(mel_1k / (2595 * math.log10(1 + 8000 / 700)) * 81)) - 1
+    assert abs(int(raw.mean(0).argmax()) - centre) <= 1
+    with pytest.raises(ValueError, match="399 samples is shorter than one 25 ms"):
+        fbank.log_mel_filterbank(torch.zeros(399))
+
+
+def test_fbank_encoder_lengths_and_padding(corpus):
+    data, _w2v = corpus
+    cfg, task = build_task([data, *XSTNET_TRAIN_ARGS, "--speech-frontend", "fbank"])
+    model = task.build_model(cfg.model).eval()
+    assert model.encoder.wav2vec2 is None and not any("wav2vec2" in k for k in model.state_dict())
+    torch.manual_seed(0)
+    waveforms = torch.randn(2, 16000) * 0.1
+    waveforms[1, 8000:] = 0.0
+    lengths = torch.tensor([16000, 8000])
+    with torch.no_grad():
+        out = model.encoder(waveforms, lengths)
+        alone = model.encoder(waveforms[1:2, :8000], lengths[1:])
+    # fbank frames: 1 + (16000 - 400) // 160 = 98, 48; subsampler: 98 -> 49 -> 25, 48 -> 24 -> 12;
+    # + <audio>
+    steps = (~out["encoder_padding_mask"][0]).sum(1).tolist()
+    assert steps == [26, 13]
+    assert torch.allclose(out["encoder_out"][0][:13, 1], alone["encoder_out"][0][:, 0], atol=1e-4)
 
 
 def test_language_tags_in_every_task(corpus):
