@@ -150,3 +150,14 @@ def test_generation_takes_the_length_limits_from_the_checkpoint(tmp_path):
     capped = generate(data, tmp_path / "ck" / "checkpoint_last.pt", check=False, extra=[
         "--max-tokens", "4000", "--max-source-positions", "1024"])  # given: the user's limit
     assert capped.returncode != 0 and "max_positions=(1024, 2048)" in capped.stderr
+
+
+def test_bf16_trains_on_the_cpu(tiny_data, tmp_path):
+    # fairseq's --bf16 implies --tpu: without the fix, Trainer asks torch_xla for a device
+    out = train(tiny_data, tmp_path, extra=["--bf16"])
+    log = out.stdout + out.stderr
+    assert num_updates(log) == 3 and "xla" not in log.lower()
+    state = torch.load(tmp_path / "checkpoint_last.pt", map_location="cpu")
+    # bf16 weights with fp32 master copies (fairseq saves the weights upcast to fp32)
+    assert state["optimizer_history"][-1]["optimizer_name"] == "FP16Optimizer"
+    assert len(hypotheses(generate(tiny_data, tmp_path / "checkpoint_last.pt").stdout)) == 10
