@@ -205,6 +205,23 @@ def score_file(path, refs_path, metric="bleu", column="tgt_text"):
                           metric, detokenized=True)
 
 
+def detokenized_hypotheses(path, refs):
+    """The D- lines of a saved fairseq-generate output in sentence-id order (one per reference
+    of ``refs``; the scorer's id check applies)."""
+    from ptnmt_fairseq.common.scoring import ordered_hypotheses
+
+    return ordered_hypotheses(Path(path).read_text(encoding="utf-8"), refs, detokenized=True)
+
+
+def paired_significance(baseline, system, refs, **bleu_options):
+    """sacreBLEU's paired bootstrap resampling of ``system`` against ``baseline`` (hypothesis
+    lists of the references ``refs``): {delta, ci95, p, system_bleu, baseline_bleu,
+    baseline_ci95, samples} (common/scoring.py ``paired_bootstrap``)."""
+    from ptnmt_fairseq.common.scoring import paired_bootstrap
+
+    return paired_bootstrap(baseline, system, refs, **bleu_options)
+
+
 def scoring_description(metric="bleu", hypotheses="D- lines", lowercase=False,
                         references_name="the raw references", tokenize="13a"):
     """How a score of score_generate/score_file was computed, for the results JSON."""

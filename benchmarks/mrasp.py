@@ -1,22 +1,31 @@
 #!/usr/bin/env python3
-"""mRASP / mRASP2 benchmark on gettext en<->de, en<->fr (CPU): m-Transformer vs mRASP vs mRASP2.
+"""mRASP / mRASP2 benchmark on gettext en<->de, en<->fr and en-ro (CPU): m-Transformer vs mRASP vs
+mRASP2, and mRASP pre-training vs random initialisation on a pair unseen in pre-training.
 
-In one run of recipes/mrasp2/run.sh on the same data, dictionaries and seed, three many-to-many
-models train on en-de, de-en, en-fr, fr-en with the same budget (``MAX_UPDATE`` updates, the same
-batch size, learning rate and inverse_sqrt schedule, the same 2+2-layer d128 Transformer):
+In one run of recipes/mrasp2/run.sh and recipes/mrasp/run.sh on the same data, dictionaries and
+seed, three many-to-many models train on en-de, de-en, en-fr, fr-en with the same budget (the
+standard mode: the same wall-clock minutes, ``--stop-time-hours``, with the updates reached
+reported; the quick mode: the same updates), batch size, learning rate and schedule:
   - ``baseline``: the plain multilingual Transformer (no RAS, label-smoothed CE);
   - ``mrasp``: random aligned substitution on the training sources (RAS p=0.3, FreeDict
     en-de/en-fr/de-en/fr-en word dictionaries), label-smoothed CE;
   - ``mrasp2``: RAS + aligned augmentation (AA p=0.9 on monolingual de/fr: the non-English side
     of the en-de/en-fr training pairs) + the contrastive loss (lambda 1, tau 0.1).
-Measured for each system:
-1. BLEU on the first ``MAX_EVAL`` lines of the test set of each supervised direction, and of
-   the zero-shot directions de-fr, fr-de (multi-way set): case-sensitive sacreBLEU 13a of the
-   detokenised D- lines of fairseq-generate (beam 5, checkpoint_best.pt) against the raw target
-   text of the same lines, ``data/t<MAX_EVAL>.<src>-<tgt>.<tgt>`` (never fairseq's T- lines,
-   rebuilt from dictionary ids).
-2. Sentence retrieval top-1 accuracy (ptnmt_fairseq.mrasp2.retrieval, en de fr, multi-way set).
-3. Training words/s and train_wall from the end-of-epoch ``train`` line of each log.
+Then en-ro, never seen in pre-training (FreeDict has no Romanian, so RAS never wrote it either),
+is trained with one fine-tuning budget twice: from the mRASP model (``ft.en-ro``) and from random
+initialisation (``scratch.en-ro``), the same architecture and vocabulary (mRASP's central claim).
+Measured:
+1. BLEU of every supervised direction, the zero-shot directions de-fr and fr-de (multi-way set)
+   and en-ro: case-sensitive sacreBLEU 13a of the detokenised D- lines of fairseq-generate
+   (beam 5) against the raw target text (never fairseq's T- lines); the standard mode decodes
+   whole test splits, the quick mode their first MAX_EVAL lines.
+2. ``significance``: sacreBLEU's paired bootstrap resampling (1000 resamples) of each paper
+   comparison: delta, the system's 95% interval, p (common/scoring.py ``paired_bootstrap``);
+   "pooled" concatenates the directions' test sets.
+3. Off-target rate of the zero-shot outputs: % of hypotheses that py3langid (restricted to en, de,
+   fr, ro) does not identify as the target language, beside the same rate of the references.
+4. Sentence retrieval top-1 accuracy (ptnmt_fairseq.mrasp2.retrieval, en de fr, multi-way set).
+5. Updates, training words/s and train_wall from each fairseq-train log.
 And, in-process, the data-loading cost of RAS: the task built with and without RAS (the same data
 and dictionaries), whole epochs of ``task.get_batch_iterator(train, max_tokens=4000, seed=1,
 epoch=e).next_epoch_itr(shuffle=True)`` summing ``batch["ntokens"]``, off/on interleaved epoch by
@@ -35,19 +44,36 @@ import time
 import harness
 from harness import REPO
 
-RECIPE = REPO / "recipes/mrasp2/run.sh"
-STEPS = ["prepare", "baseline", "mrasp", "train", "evaluate"]
+MRASP2_RECIPE = REPO / "recipes/mrasp2/run.sh"
+MRASP_RECIPE = REPO / "recipes/mrasp/run.sh"
+PRETRAIN_STEPS = ["prepare", "baseline", "mrasp", "train", "evaluate"]  # of MRASP2_RECIPE
+UNSEEN_STEPS = ["finetune", "evaluate", "scratch"]  # of MRASP_RECIPE, from WORKDIR/mrasp
 SYSTEMS = ["baseline", "mrasp", "mrasp2"]
 SUPERVISED = ["en-de", "de-en", "en-fr", "fr-en"]
 ZEROSHOT = ["de-fr", "fr-de"]
+UNSEEN = "en-ro"
+LANGUAGES = ["en", "de", "fr", "ro"]  # of the corpus: language identification chooses among them
+STANDARD_ARCH = ("--arch transformer --encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 "
+                 "--decoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 "
+                 "--encoder-attention-heads 4 --decoder-attention-heads 4 --encoder-normalize-before "
+                 "--decoder-normalize-before --share-all-embeddings")
 SETTINGS = {  # recipe environment, plus the loading epochs per setting
-    "quick": {"MAX_UPDATE": 250, "MAX_EVAL": 100, "LOAD_EPOCHS": 5},
-    "standard": {"MAX_UPDATE": 1500, "MAX_EVAL": 200, "LOAD_EPOCHS": 5},
+    "quick": {"MAX_UPDATE": 200, "WARMUP": 20, "MAX_UPDATE_FT": 100, "WARMUP_FT": 10,
+              "MAX_EVAL": 100, "VOCAB_SIZE": 4000, "LR": "1e-3", "LR_FT": "1e-3",
+              "MAX_TOKENS": 2000, "LOAD_EPOCHS": 3},
+    # Minutes per system (mRASP2 does more per update): sized so that 3 pre-trainings, two
+    # en-ro trainings and decoding every whole test split fit in 45 minutes on 2 cores.
+    # Calibrated here (the baseline alone, 10 min, bf16): 2048 tokens per batch reached
+    # fr-en 11.6 / en-de 4.9 BLEU, 4096 tokens 3.2 / 1.3; 1024 tokens learned no faster than 2048.
+    "standard": {"MINUTES": 8, "MAX_UPDATE": 100000, "WARMUP": 200, "MINUTES_FT": 2.5,
+                 "MAX_UPDATE_FT": 100000, "WARMUP_FT": 100, "MAX_EVAL": "all",
+                 "VOCAB_SIZE": 8000, "LR": "2e-3", "LR_FT": "1e-3", "MAX_TOKENS": 2048,
+                 "ARCH_ARGS": STANDARD_ARCH, "TRAIN_EXTRA": "--bf16", "LOAD_EPOCHS": 3},
 }
-COMMON = {"LANGS": "de fr", "TRAIN_PAIRS": "en-de,de-en,en-fr,fr-en", "MONO_LANGS": "de,fr",
+COMMON = {"LANGS": "de fr ro", "TRAIN_PAIRS": "en-de,de-en,en-fr,fr-en", "MONO_LANGS": "de,fr",
           "SUPERVISED": " ".join(SUPERVISED), "ZEROSHOT": " ".join(ZEROSHOT),
           "RETRIEVAL_LANGS": "en de fr", "RAS_PROB": 0.3, "AA_PROB": 0.9, "LAMBDA": 1.0,
-          "TAU": 0.1, "VOCAB_SIZE": 4000, "LR": "1e-3", "MAX_TOKENS": 2000, "BEAM": 5}
+          "TAU": 0.1, "BEAM": 5, "FINETUNE_PAIRS": UNSEEN, "PRETRAINED": "mrasp"}
 # mrasp_*: the README of linzehui/mRASP (tokenised BLEU; TED retrieval: the mean of the
 # off-diagonal top-1 accuracies in its retrieval matrices). mrasp2_*: the README of
 # PANXiao1994/mRASP2 (the released 12e12d model). ted_m_retrieval_top1: Pan et al., ACL 2021,
@@ -143,43 +169,117 @@ def read_epoch(task, epoch):
 
 def plot(result):
     setup = result["setup"]
-    title = (f"m-Transformer vs mRASP vs mRASP2, gettext en<->de/fr, {setup['max_update']} "
-             f"updates each, {setup['arch']} ({setup['mode']})")
+    title = (f"m-Transformer vs mRASP vs mRASP2 (gettext en<->de/fr), and en-ro from mRASP vs from "
+             f"scratch; {setup['budget']} ({setup['mode']})")
     colors = {"baseline": "tab:gray", "mrasp": "tab:blue", "mrasp2": "tab:orange"}
     directions = SUPERVISED + ZEROSHOT
-    with harness.figure("mrasp", 3, title, size=(15, 4.2)) as axes:
+    with harness.figure("mrasp", 4, title, size=(19, 4.4)) as axes:
         harness.grouped_bars(
             axes[0], [d + ("\n(0-shot)" if d in ZEROSHOT else "") for d in directions],
             {s: [result["bleu"][s][d] for d in directions] for s in SYSTEMS}, colors)
         axes[0].set_ylabel("sacreBLEU")
-        axes[0].set_title(f"BLEU, first {setup['test_sentences']} test sentences")
-        harness.bars(axes[1], result["retrieval_acc"],
+        axes[0].set_title("BLEU, whole test sets" if setup["mode"] == "standard"
+                          else "BLEU, first test sentences")
+        sig = result["significance"][f"mrasp_pretrained_vs_scratch/{UNSEEN}"]
+        values = {"from scratch": sig["baseline_bleu"], "from mRASP": sig["system_bleu"]}
+        intervals = [sig["baseline_ci95"], sig["ci95"]]
+        errors = [[v - lo for v, (lo, _) in zip(values.values(), intervals)],
+                  [hi - v for v, (_, hi) in zip(values.values(), intervals)]]
+        axes[1].bar(list(values), list(values.values()), yerr=errors, capsize=6,
+                    color=["tab:gray", "tab:blue"])
+        axes[1].set_title(f"{UNSEEN} (unseen), same budget: delta {sig['delta']:+.2f}, "
+                          f"p = {sig['p']:.3f}")
+        axes[1].set_ylabel("sacreBLEU (95% interval)")
+        harness.bars(axes[2], result["retrieval_acc"],
                      f"Retrieval en/de/fr ({setup['multiway_sentences']} multi-way sentences)",
                      ylabel="top-1 %", color=[colors[s] for s in SYSTEMS])
         load = result["loading"]["per_epoch"]
         epochs = [r["epoch"] for r in load]
         for name, color in (("off", "tab:gray"), ("on", "tab:blue")):
-            axes[2].plot(epochs, [r[name]["words_per_s"] for r in load], "o-", color=color,
+            axes[3].plot(epochs, [r[name]["words_per_s"] for r in load], "o-", color=color,
                          label=f"RAS {name}")
-        axes[2].set_ylim(bottom=0)
-        axes[2].set_xlabel("epoch")
-        axes[2].set_xticks(epochs)
-        axes[2].set_ylabel("words / second")
-        axes[2].set_title("Data loading, ratio on/off "
+        axes[3].set_ylim(bottom=0)
+        axes[3].set_xlabel("epoch")
+        axes[3].set_xticks(epochs)
+        axes[3].set_ylabel("words / second")
+        axes[3].set_title("Data loading, ratio on/off "
                           f"{result['ratios']['ras_on_over_off_loading_wps']:.2f}")
-        axes[2].legend()
+        axes[3].legend()
 
 
-def bleu_scores(work, n):
-    """({system: {direction: BLEU}}, {direction: sentences decoded}) on the first ``n`` test
-    sentences of every supervised and zero-shot direction."""
-    scores, decoded = {}, {}
-    for s in SYSTEMS:
-        scores[s] = {}
-        for d in SUPERVISED + ZEROSHOT:
-            raw = work / "data" / f"t{n}.{d}.{d.split('-')[1]}"  # the recipe's first-n subset
-            scores[s][d], decoded[d] = harness.score_file(work / s / f"t{n}.{d}.gen", raw)
-    return scores, dict(sorted(decoded.items()))
+def decoded_subset(n):
+    """The recipe's decoded test subset: tN (the first N lines) or test (N = all)."""
+    return "test" if n == "all" else f"t{n}"
+
+
+def reference_file(work, n, direction):
+    return work / "data" / f"{decoded_subset(n)}.{direction}.{direction.split('-')[1]}"
+
+
+def outputs(work, n):
+    """{model folder: {direction: (hypotheses, references)}} of every decoded direction."""
+    found = {}
+    models = {s: SUPERVISED + ZEROSHOT for s in SYSTEMS}
+    models.update({f"ft.{UNSEEN}": [UNSEEN], f"scratch.{UNSEEN}": [UNSEEN]})
+    for model, directions in models.items():
+        found[model] = {}
+        for d in directions:
+            refs = harness.references(reference_file(work, n, d))
+            gen = work / model / f"{decoded_subset(n)}.{d}.gen"
+            found[model][d] = (harness.detokenized_hypotheses(gen, refs), refs)
+    return found
+
+
+def bleu(hyps_refs):
+    from ptnmt_fairseq.common.scoring import bleu_metric
+
+    hyps, refs = hyps_refs
+    return round(bleu_metric().corpus_score(hyps, [refs]).score, 2)
+
+
+def pooled(found, model, directions):
+    """(hypotheses, references) of ``directions`` concatenated, in that order."""
+    hyps, refs = [], []
+    for d in directions:
+        hyps += found[model][d][0]
+        refs += found[model][d][1]
+    return hyps, refs
+
+
+COMPARISONS = {  # name: (baseline model, system model, directions pooled) - the papers' claims
+    f"mrasp_pretrained_vs_scratch/{UNSEEN}": (f"scratch.{UNSEEN}", f"ft.{UNSEEN}", [UNSEEN]),
+    "mrasp_vs_baseline/supervised": ("baseline", "mrasp", SUPERVISED),
+    **{f"mrasp_vs_baseline/{d}": ("baseline", "mrasp", [d]) for d in SUPERVISED},
+    "mrasp2_vs_baseline/zero-shot": ("baseline", "mrasp2", ZEROSHOT),
+    **{f"mrasp2_vs_baseline/{d}": ("baseline", "mrasp2", [d]) for d in ZEROSHOT},
+    "mrasp2_vs_mrasp/zero-shot": ("mrasp", "mrasp2", ZEROSHOT),
+    "mrasp2_vs_baseline/supervised": ("baseline", "mrasp2", SUPERVISED),
+}
+
+
+def significance(found):
+    """{comparison: paired bootstrap record} for every entry of COMPARISONS."""
+    result = {}
+    for name, (base, system, directions) in COMPARISONS.items():
+        base_hyps, refs = pooled(found, base, directions)
+        result[name] = harness.paired_significance(base_hyps, pooled(found, system, directions)[0],
+                                                   refs)
+    return result
+
+
+def off_target_rates(found):
+    """{model: {direction: off-target %}} of the zero-shot outputs, and of the references."""
+    from ptnmt_fairseq.common.multilingual.language_id import off_target
+
+    rates = {s: {d: off_target(found[s][d][0], d.split("-")[1], LANGUAGES) for d in ZEROSHOT}
+             for s in SYSTEMS}
+    rates["references"] = {d: off_target(found["baseline"][d][1], d.split("-")[1], LANGUAGES)
+                           for d in ZEROSHOT}
+    return rates
+
+
+def updates_and_walls(work, models):
+    return {m: train_stats(work / m / "train.log") for m in models}
 
 
 def main():
@@ -188,58 +288,78 @@ def main():
     load_epochs = settings.pop("LOAD_EPOCHS")
     env = dict(COMMON, **settings)
     work = args.work
-    harness.prepare_work(work, args.fresh, SYSTEMS)
+    unseen_models = [f"ft.{UNSEEN}", f"scratch.{UNSEEN}"]
+    harness.prepare_work(work, args.fresh, SYSTEMS + unseen_models)
     start = time.monotonic()
-    steps = harness.run_recipe(RECIPE, work, STEPS, env)
+    steps = harness.run_recipe(MRASP2_RECIPE, work, PRETRAIN_STEPS, env)
+    steps.update({f"unseen_{k}": v for k, v in
+                  harness.run_recipe(MRASP_RECIPE, work, UNSEEN_STEPS, env).items()})
     loading, steps["loading"] = harness.timed(loading_throughput, work, load_epochs)
 
     n = env["MAX_EVAL"]
-    scores, decoded = bleu_scores(work, n)
+    found = outputs(work, n)
+    scores = {m: {d: bleu(v) for d, v in dirs.items()} for m, dirs in found.items()}
     retrieval = {s: json.loads((work / s / "retrieval.json").read_text()) for s in SYSTEMS}
-    stats = {s: train_stats(work / s / "train.log") for s in SYSTEMS}
-    mean = lambda xs: round(sum(xs) / len(xs), 2)  # noqa: E731
-    sup_mean = {s: mean([scores[s][d] for d in SUPERVISED]) for s in SYSTEMS}
-    zs_mean = {s: mean([scores[s][d] for d in ZEROSHOT]) for s in SYSTEMS}
+    stats = updates_and_walls(work, SYSTEMS + unseen_models)
+    pooled_bleu = {s: {"supervised": bleu(pooled(found, s, SUPERVISED)),
+                       "zero_shot": bleu(pooled(found, s, ZEROSHOT))} for s in SYSTEMS}
+    sig = significance(found)
     data = work / "data"
+    budget = (f"{env['MINUTES']} min per pre-training, {env['MINUTES_FT']} min per en-ro training "
+              "(--stop-time-hours)" if "MINUTES" in env else
+              f"{env['MAX_UPDATE']} updates per pre-training, {env['MAX_UPDATE_FT']} per en-ro")
     result = {
         "setup": {
-            "corpus": "gettext catalogs, English-centric en-de, en-fr (both directions); zero-shot "
-                      "de-fr, fr-de from the multi-way test set", "mode": args.mode,
+            "corpus": "gettext catalogs, English-centric en-de, en-fr (both directions) for "
+                      "pre-training; en-ro (unseen) for fine-tuning; zero-shot de-fr, fr-de from "
+                      "the multi-way test set", "mode": args.mode,
             "train_pairs": {p: harness.count_lines(data / f"train.{p}.{p.split('-')[0]}")
-                            for p in ("en-de", "en-fr")},
+                            for p in ("en-de", "en-fr", UNSEEN)},
             "mono_sentences": {lang: harness.count_lines(data / f"train.mono.{lang}")
                                for lang in ("de", "fr")},
             "mono_source": "the non-English side of the en-de / en-fr training pairs",
-            "dictionaries": "FreeDict en-de, en-fr, de-en, fr-en (prepare_freedict.sh)",
-            "test_sentences": n, "decoded": decoded,
+            "dictionaries": "FreeDict en-de, en-fr, de-en, fr-en (prepare_freedict.sh); none "
+                            "for Romanian",
+            "test_sentences": {d: len(v[1]) for d, v in
+                               {**found["baseline"], **found[f"ft.{UNSEEN}"]}.items()},
             "multiway_sentences": harness.count_lines(data / "test.multiway.en"),
-            "arch": "transformer 2+2 layers, d128, FFN 512, 4 heads, shared embeddings",
-            "vocab": f"joint sentencepiece unigram {env['VOCAB_SIZE']} + LANG_TOK_XX",
-            "max_update": env["MAX_UPDATE"], "max_tokens": env["MAX_TOKENS"], "lr": env["LR"],
-            "schedule": f"inverse_sqrt, warmup {env['MAX_UPDATE'] // 10}, Adam (0.9, 0.98), "
-                        "label smoothing 0.1, temperature sampling T=2",
+            "arch": env.get("ARCH_ARGS", "transformer 2+2 layers, d128, FFN 512, 4 heads, "
+                                         "shared embeddings (the recipes' default)"),
+            "vocab": f"joint sentencepiece unigram {env['VOCAB_SIZE']} over en, de, fr, ro "
+                     "+ LANG_TOK_XX",
+            "budget": budget, "max_tokens": env["MAX_TOKENS"], "lr": env["LR"],
+            "lr_finetune": env["LR_FT"], "train_extra": env.get("TRAIN_EXTRA", ""),
+            "schedule": f"inverse_sqrt, warmup {env['WARMUP']} (en-ro: {env['WARMUP_FT']}), "
+                        "Adam (0.9, 0.98), label smoothing 0.1, temperature sampling T=2",
             "ras_prob": env["RAS_PROB"], "aa_prob": env["AA_PROB"],
             "contrastive": {"lambda": env["LAMBDA"], "tau": env["TAU"]},
             "beam": env["BEAM"], "seed": 1,
-            "checkpoint": "checkpoint_best.pt (validated once, at the end: = the last)",
+            "checkpoint": "checkpoint_best.pt (lowest valid loss; validated at each epoch's end "
+                          "and at the budget's end)",
             "bleu": harness.scoring_description(
-                references_name="the raw references (data/t<n>.<src>-<tgt>.<tgt>)"),
+                references_name="the raw references (data/<subset>.<src>-<tgt>.<tgt>)"),
+            "significance": "sacreBLEU paired bootstrap, 1000 resamples, seed 12345; ci95: the "
+                            "system's BLEU; pooled: the directions' test sets concatenated",
+            "off_target": f"py3langid restricted to {LANGUAGES}",
             "device": harness.device_description(),
         },
         "ratios": {
             "ras_on_over_off_loading_wps": loading["ratio_on_over_off"],
-            "mrasp_minus_baseline_bleu": round(sup_mean["mrasp"] - sup_mean["baseline"], 2),
-            "mrasp2_minus_baseline_zeroshot_bleu":
-                round(zs_mean["mrasp2"] - zs_mean["baseline"], 2),
+            "mrasp_pretrained_minus_scratch_bleu": sig[f"mrasp_pretrained_vs_scratch/{UNSEEN}"]["delta"],
+            "mrasp_minus_baseline_bleu": sig["mrasp_vs_baseline/supervised"]["delta"],
+            "mrasp2_minus_baseline_zeroshot_bleu": sig["mrasp2_vs_baseline/zero-shot"]["delta"],
         },
+        "significance": sig,
         "bleu": scores,
-        "bleu_mean": {"supervised": sup_mean, "zero_shot": zs_mean},
+        "bleu_pooled": pooled_bleu,
+        "off_target": off_target_rates(found),
         "retrieval_acc": {s: retrieval[s]["retrieval_acc"] for s in SYSTEMS},
         "retrieval_pairs": {s: retrieval[s]["pairs"] for s in SYSTEMS},
         "loading_words_per_s": loading["median_words_per_s"],
         "loading": loading,
         "training": stats,
-        "train_wall_s": {s: stats[s]["train_wall_s"] for s in SYSTEMS},
+        "updates": {m: stats[m]["updates"] for m in stats},
+        "train_wall_s": {m: stats[m]["train_wall_s"] for m in stats},
         "step_wall_s": harness.wall_seconds(steps),
     }
     harness.write_results("mrasp", args.mode, result, PAPER, start)

@@ -10,11 +10,14 @@ In one run of recipes/xstnet/run.sh on the same data, the same wav2vec 2.0 and t
      ``--train-tasks st,asr,mt`` with external MT;
    - ``cascade``: an ASR-only model (``--train-tasks asr``), its transcripts translated by the
      stage-1 MT model (the same model XSTNet starts from, trained once).
-   Budget: the ST-only model, the ASR model and XSTNet's stage 2 get the same number of updates
-   (``MAX_UPDATE_ST``, the same batch sizes and learning-rate schedule); XSTNet and the cascade
-   both add the one stage-1 MT model (``MAX_UPDATE_MT`` text updates). XSTNet's stage-2 updates
-   include its external-MT batches, so it sees less audio than ST-only in the same updates
-   (``audio_seconds_seen``).
+   Budget: the ST-only model, the ASR model and XSTNet's stage 2 get the same budget (quick:
+   ``MAX_UPDATE_ST`` updates; standard: ``MINUTES_ST`` minutes of training, ``--stop-time-hours``,
+   with the updates reached reported), the same batch sizes and learning-rate schedule; XSTNet
+   and the cascade both add the one stage-1 MT model. XSTNet's stage-2 updates include its
+   external-MT batches, so it sees less audio than ST-only in the same budget
+   (``audio_seconds_seen``). The standard mode uses the filterbank front-end
+   (``--speech-frontend fbank``); the quick mode a wav2vec 2.0 pre-trained for 100 updates.
+   ``significance``: sacreBLEU's paired bootstrap of XSTNet's ST BLEU against each other system.
 2. Training throughput in audio seconds per second: the ``audio_seconds`` and ``train_wall`` of
    the end-of-epoch ``train | epoch`` lines of each training log, summed over epochs.
 3. ASR WER (lowercased, punctuation removed, against the raw transcripts, src_text) of XSTNet and
@@ -37,13 +40,22 @@ STEPS = ["prepare", "w2v", "stage1", "stage2", "evaluate", "st_only", "cascade"]
 SYSTEMS = ["st_only", "xstnet", "cascade"]
 MODEL_DIRS = ["stage1", "stage2", "st_only", "asr", "cascade"]
 TRAINED = {"st_only": "st_only", "xstnet": "stage2", "asr": "asr", "stage1_mt": "stage1"}
-SETTINGS = {  # recipe environment; MAX_UPDATE_ST is the budget of st_only, stage 2 and asr
+STANDARD_MODEL = ("--encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 "
+                  "--decoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 "
+                  "--encoder-attention-heads 4 --decoder-attention-heads 4 --conv-channels 512")
+SETTINGS = {  # recipe environment; MAX_UPDATE_ST (quick) or MINUTES_ST (standard) is the budget
+              # of st_only, stage 2 and asr
     "quick": {"MAX_SPEECH": 700, "MAX_EVAL": 100, "W2V_UPDATE": 100, "MAX_UPDATE_MT": 400,
-              "MAX_UPDATE_ST": 350},
-    "standard": {"MAX_SPEECH": 2000, "MAX_EVAL": 200, "W2V_UPDATE": 200, "MAX_UPDATE_MT": 1500,
-                 "MAX_UPDATE_ST": 1500},
+              "MAX_UPDATE_ST": 350, "VOCAB_SIZE": 1000},
+    # The filterbank front-end (a few-minute wav2vec 2.0 learns nothing: README), a 3+3-layer
+    # d256 model in bfloat16, the same minutes for each speech system.
+    "standard": {"MAX_SPEECH": 4000, "MAX_EVAL": 300, "SPEECH_FRONTEND": "fbank",
+                 "MINUTES_MT": 8, "MINUTES_ST": 7, "MAX_UPDATE_MT": 100000,
+                 "MAX_UPDATE_ST": 100000, "WARMUP_MT": 300, "WARMUP_ST": 300,
+                 "VOCAB_SIZE": 4000, "MAX_TOKENS_TEXT": 2048, "LR_MT": "2e-3", "LR_ST": "2e-3",
+                 "TRAIN_EXTRA": f"--bf16 {STANDARD_MODEL}"},
 }
-COMMON = {"SRC": "en", "TGT": "fr", "ARCH": "xstnet_tiny", "VOCAB_SIZE": 1000,
+COMMON = {"SRC": "en", "TGT": "fr", "ARCH": "xstnet_tiny",
           "MAX_TOKENS": 400000, "MAX_TOKENS_TEXT": 2000, "EXTERNAL_MT_RATIO": 0.25, "BEAM": 5,
           "LR_MT": "1e-3", "LR_ST": "1e-3"}
 # MuST-C tst-COMMON, case-sensitive detokenised sacreBLEU: XSTNet from the results table of the
@@ -77,6 +89,17 @@ def test_score(work, gen, metric="bleu"):
     return harness.score_file(work / gen, work / "data/test.tsv", metric, column)
 
 
+def significance(work):
+    """sacreBLEU paired bootstrap of XSTNet's ST against ST-only's and the cascade's (the
+    paper's comparisons), on the test split's raw translations."""
+    refs = harness.references(work / "data/test.tsv", "tgt_text")
+    hyps = {system: harness.detokenized_hypotheses(work / gen, refs) for system, gen in
+            (("st_only", "st_only/test.st.gen"), ("xstnet", "stage2/test.st.gen"),
+             ("cascade", "cascade/test.st.gen"))}
+    return {f"xstnet_vs_{base}/st": harness.paired_significance(hyps[base], hyps["xstnet"], refs)
+            for base in ("st_only", "cascade")}
+
+
 def st_bleu(work):
     """{system: ST BLEU} on the test split; all systems must have decoded the same sentences."""
     scores = {"st_only": test_score(work, "st_only/test.st.gen"),
@@ -98,7 +121,7 @@ def plot(result):
                      f"Training throughput ({os.cpu_count()} CPU cores)",
                      ylabel="audio seconds / second", color=["tab:gray", "tab:blue", "tab:purple"])
         harness.bars(axes[2], result["train_wall_s"],
-                     f"Training time ({setup['max_update_st']} ST-side updates)",
+                     f"Training time ({setup['budget'].split(' (')[0]})",
                      ylabel="seconds (train_wall)", color="tab:green")
         for ax in axes:
             ax.tick_params(axis="x", labelrotation=15)
@@ -119,7 +142,10 @@ def main():
         "setup": {
             "corpus": "gettext en->fr, English speech by espeak-ng (16 kHz)", "mode": args.mode,
             "arch": env["ARCH"],
-            "w2v": f"pretrain_wav2vec2.sh, EMBED_DIM 64, {env['W2V_UPDATE']} updates",
+            "speech_frontend": env.get("SPEECH_FRONTEND", "wav2vec2"),
+            "w2v": (f"pretrain_wav2vec2.sh, EMBED_DIM 64, {env['W2V_UPDATE']} updates"
+                    if env.get("SPEECH_FRONTEND") != "fbank" else None),
+            "model_overrides": env.get("TRAIN_EXTRA", ""), "vocab": env["VOCAB_SIZE"],
             "train_triples": harness.count_lines(data / "train.tsv") - 1,  # less the header
             "external_mt_pairs": harness.count_lines(data / "train_mt.tsv") - 1,
             "test_sentences": test_sentences, "max_update_mt": env["MAX_UPDATE_MT"],
@@ -128,8 +154,14 @@ def main():
             "external_mt_ratio": env["EXTERNAL_MT_RATIO"],
             "lr": {"mt": env["LR_MT"], "st": env["LR_ST"]}, "beam": env["BEAM"], "seed": 1,
             "checkpoint": "checkpoint_best.pt (lowest valid loss; validation once per epoch)",
-            "budget": "st_only, asr and xstnet stage 2: MAX_UPDATE_ST updates each (xstnet's "
-                      "include external-MT batches); xstnet and cascade share the stage-1 MT model",
+            "budget": (f"st_only, asr and xstnet stage 2: {env['MINUTES_ST']} minutes each "
+                       f"(--stop-time-hours), stage 1 MT {env['MINUTES_MT']} minutes"
+                       if "MINUTES_ST" in env else
+                       "st_only, asr and xstnet stage 2: MAX_UPDATE_ST updates each") +
+                      " (xstnet's include external-MT batches); xstnet and cascade share the "
+                      "stage-1 MT model",
+            "significance": "sacreBLEU paired bootstrap, 1000 resamples, seed 12345; ci95: the "
+                            "system's BLEU",
             "bleu": harness.scoring_description(
                 references_name="the raw references (test.tsv tgt_text)"),
             "wer": harness.scoring_description(
@@ -140,7 +172,9 @@ def main():
             "xstnet_minus_st_only_bleu": round(bleu["xstnet"] - bleu["st_only"], 2),
             "xstnet_minus_cascade_bleu": round(bleu["xstnet"] - bleu["cascade"], 2),
         },
+        "significance": significance(work),
         "bleu": bleu,
+        "updates": {name: s["updates"] for name, s in stats.items()},
         "throughput": {"st_only": stats["st_only"]["audio_s_per_s"],
                        "xstnet": stats["xstnet"]["audio_s_per_s"]},
         "throughput_asr": stats["asr"]["audio_s_per_s"],  # the cascade's ASR model

@@ -126,9 +126,14 @@ comma_list() {  # WORDS...: the words joined by commas (e.g. --ras-dicts takes o
     echo "$*"
 }
 
+test_subset() {  # N: the name of the decoded test subset: tN (the first N lines), or test (N=all)
+    if [ "$1" = all ]; then echo test; else echo "t$1"; fi
+}
+
 first_lines_subset() {  # DATA_DIR N SRC-TGT: the first N lines of test.SRC-TGT.* as the subset
-                        # tN.SRC-TGT.* (CPU-sized decoding)
+                        # tN.SRC-TGT.* (CPU-sized decoding); N=all: the whole test split
     local data="$1" n="$2" pair="$3" lang
+    [ "$n" = all ] && return
     for lang in "${pair%-*}" "${pair#*-}"; do
         [ -f "$data/t$n.$pair.$lang" ] || head -n "$n" "$data/test.$pair.$lang" > "$data/t$n.$pair.$lang"
     done
@@ -152,6 +157,39 @@ train_logged() {  # SAVE_DIR DATA_DIR OPTIONS...: fairseq-train on the CPU into 
     [ -f "$save/checkpoint_best.pt" ] || die "$(basename "$save"): training failed (see $save/train.log)"
 }
 
+budget_options() {  # UPDATES [MINUTES]: fairseq-train options for a budget of UPDATES updates or,
+                    # when MINUTES is given, MINUTES of training wall-clock time (whichever ends
+                    # first: --stop-time-hours), so that systems of unequal cost get equal time
+    echo "--max-update $1"
+    if [ -n "${2:-}" ]; then echo "--stop-time-hours $(awk -v m="$2" 'BEGIN { print m / 60 }')"; fi
+}
+
+average_checkpoints() {  # SAVE_DIR N: the mean of SAVE_DIR's N newest update checkpoints
+                         # (checkpoint_E_U.pt, --save-interval-updates) into SAVE_DIR/checkpoint_avg.pt
+                         # (python -m ptnmt_fairseq.average_checkpoints, fairseq's semantics)
+    "$python" -m ptnmt_fairseq.average_checkpoints --inputs "$1" --num-update-checkpoints "$2" \
+        --output "$1/checkpoint_avg.pt" > "$1/average.log" 2>&1 \
+        || die "averaging $1 failed (see $1/average.log)"
+}
+
+average_options() {  # fairseq-train options that keep the AVERAGE newest update checkpoints, one
+                     # every SAVE_INTERVAL updates (default 100); nothing without AVERAGE
+    if [ -n "${AVERAGE:-}" ]; then
+        echo "--save-interval-updates ${SAVE_INTERVAL:-100} --keep-interval-updates $AVERAGE"
+    fi
+}
+
+decoded_checkpoint() {  # MODEL_DIR [NAME]: the checkpoint to decode: with AVERAGE=N, the average
+                        # of the N newest update checkpoints (made once), else NAME (default
+                        # checkpoint_best.pt)
+    if [ -n "${AVERAGE:-}" ]; then
+        [ -f "$1/checkpoint_avg.pt" ] || average_checkpoints "$1" "$AVERAGE"
+        echo "$1/checkpoint_avg.pt"
+    else
+        echo "$1/${2:-checkpoint_best.pt}"
+    fi
+}
+
 # The CPU-sized many-to-many Transformer of the mRASP and mRASP2 recipes (ARCH_ARGS replaces it)
 small_multilingual_arch="--arch transformer --encoder-layers 2 --decoder-layers 2 --encoder-embed-dim 128 --decoder-embed-dim 128 --encoder-ffn-embed-dim 512 --decoder-ffn-embed-dim 512 --encoder-attention-heads 4 --decoder-attention-heads 4 --share-all-embeddings"
 
@@ -163,7 +201,8 @@ train_multilingual() {  # TASK SAVE_DIR DATA_DIR OPTIONS...: train_logged with T
     # shellcheck disable=SC2086
     train_logged "$save" "$data" --task "$task" ${ARCH_ARGS:-$small_multilingual_arch} \
         --label-smoothing 0.1 --optimizer adam --adam-betas '(0.9,0.98)' --lr-scheduler inverse_sqrt \
-        --max-tokens "${MAX_TOKENS:-2000}" --max-valid-steps "${VALID_STEPS:-10}" --log-interval 50 "$@"
+        --max-tokens "${MAX_TOKENS:-2000}" --max-valid-steps "${VALID_STEPS:-10}" --log-interval 50 \
+        $(average_options) "$@"
 }
 
 generate_logged() {  # OUT.gen DATA_DIR OPTIONS...: fairseq-generate on the CPU into OUT.gen, then
@@ -201,15 +240,17 @@ score_wordpiece() {  # GENERATE_OUTPUT RAW BERT: tokenised BLEU of WordPiece H- 
 }
 
 decode_multilingual() {  # DATA_DIR MODEL_DIR SRC-TGT N [LABEL]: decode the first N test lines of
-                         # SRC-TGT with MODEL_DIR/checkpoint_best.pt into MODEL_DIR/tN.SRC-TGT.gen
-                         # and print its case-sensitive sacreBLEU (13a) of the detokenised D- lines
-                         # against the raw target text of the same lines, DATA_DIR/tN.SRC-TGT.TGT
-                         # (the target language token is the decoder's first input)
-    local data="$1" model="$2" pair="$3" n="$4" label="${5:-}"
-    local out="$model/t$n.$pair.gen"
+                         # SRC-TGT (N=all: the whole split) with MODEL_DIR's decoded_checkpoint into
+                         # MODEL_DIR/<subset>.SRC-TGT.gen (subset tN or test) and print its
+                         # case-sensitive sacreBLEU (13a) of the detokenised D- lines against the raw
+                         # target text of the same lines, DATA_DIR/<subset>.SRC-TGT.TGT (the target
+                         # language token is the decoder's first input)
+    local data="$1" model="$2" pair="$3" n="$4" label="${5:-}" subset
+    subset="$(test_subset "$n")"
+    local out="$model/$subset.$pair.gen"
     first_lines_subset "$data" "$n" "$pair"
     generate_logged "$out" "$data" --task translation_multi_langtok -s "${pair%-*}" -t "${pair#*-}" \
-        --gen-subset "t$n" --path "$model/checkpoint_best.pt" --beam "${BEAM:-5}" --max-tokens 4000
+        --gen-subset "$subset" --path "$(decoded_checkpoint "$model")" --beam "${BEAM:-5}" --max-tokens 4000
     echo -n "$(basename "$model") $pair$label: "
-    score "$out" "$data/t$n.$pair.${pair#*-}" --detokenized
+    score "$out" "$data/$subset.$pair.${pair#*-}" --detokenized
 }

@@ -113,30 +113,33 @@ def score(text: str, references, subword: str = "none", metric: str = "bleu",
     return bleu_metric(lowercase, tokenize).corpus_score(hyps, [list(references)]).score
 
 
-def paired_bootstrap(baseline_text: str, system_text: str, references, subword: str = "none",
-                     detokenized: bool = False, lowercase: bool = False, tokenize: str = "13a",
-                     samples: int = 1000) -> dict:
+def paired_bootstrap(baseline_hypotheses, system_hypotheses, references, lowercase: bool = False,
+                     tokenize: str = "13a", samples: int = 1000) -> dict:
     """sacreBLEU's paired bootstrap resampling (``sacrebleu --paired-bs``; Koehn, EMNLP 2004) of
-    a system's BLEU against a baseline's, both fairseq-generate outputs of the same test set.
+    a system's BLEU against a baseline's: two hypothesis lists of the same ``references``
+    (index = sentence; several test sets may be concatenated, in the same order for both).
 
     Returns ``{"delta", "ci95", "p", "system_bleu", "baseline_bleu", "baseline_ci95",
     "samples"}``: ``delta`` = system BLEU - baseline BLEU; ``ci95`` = [low, high] of the
     system's BLEU over the bootstrap resamples (sacreBLEU's mean +- 95% half-width; sacreBLEU
     gives no interval for the difference itself), ``baseline_ci95`` the baseline's; ``p`` the
     p-value of "the difference is due to chance" (sacreBLEU's, seeded by SACREBLEU_SEED, default
-    12345, so it is reproducible). ValueError as ``ordered_hypotheses``.
+    12345, so it is reproducible).
     """
     from sacrebleu.significance import PairedTest
 
-    named = [("baseline", ordered_hypotheses(baseline_text, references, subword, detokenized)),
-             ("system", ordered_hypotheses(system_text, references, subword, detokenized))]
+    if not len(baseline_hypotheses) == len(system_hypotheses) == len(references):
+        raise ValueError(f"{len(baseline_hypotheses)} baseline and {len(system_hypotheses)} "
+                         f"system hypotheses for {len(references)} references")
+    named = [("baseline", list(baseline_hypotheses)), ("system", list(system_hypotheses))]
     test = PairedTest(named, {"BLEU": bleu_metric(lowercase, tokenize)}, [list(references)],
                       test_type="bs", n_samples=samples)
     _signatures, results = test()
     baseline, system = next(v for k, v in results.items() if k != "System")
-    # sacreBLEU counts resampled differences *above* the observed one, so two identical outputs
-    # (every difference 0) would get its smallest p-value, 1/(samples+1): no difference is p = 1.
-    p = 1.0 if named[0][1] == named[1][1] else float(system.p_value)
+    # sacreBLEU counts resampled differences *above* the observed one, so with no observed
+    # difference (identical outputs, or two systems at BLEU 0 on every resample) every count is 0
+    # and it returns its smallest p-value, 1/(samples+1): no difference is p = 1.
+    p = 1.0 if system.score == baseline.score else float(system.p_value)
     interval = lambda r: [round(float(r.mean - r.ci), 2), round(float(r.mean + r.ci), 2)]  # noqa: E731
     return {"delta": round(system.score - baseline.score, 2), "ci95": interval(system),
             "p": round(p, 4), "system_bleu": round(system.score, 2),
@@ -186,8 +189,9 @@ def main(argv=None):
             parser.error("--paired-bs compares BLEU only")
         with open(args.paired_bs, encoding="utf-8") as f:
             baseline = f.read()
-        print(json.dumps(paired_bootstrap(baseline, text, references, args.subword,
-                                          args.detokenized, args.lowercase, args.tokenize)))
+        hyps = [ordered_hypotheses(t, references, args.subword, args.detokenized)
+                for t in (baseline, text)]
+        print(json.dumps(paired_bootstrap(*hyps, references, args.lowercase, args.tokenize)))
 
 
 def warn_damaged_references(sample, dictionary, where: str):

@@ -19,6 +19,8 @@
 #   TRAIN_EXTRA, GEN_EXTRA        extra fairseq-train / fairseq-generate options (e.g. a
 #                                 --stop-time-hours training budget)
 #   SKIP_GENERATE=1               train only
+#   AVERAGE=N  SAVE_INTERVAL=K    decode the average of the N newest checkpoints, one saved every
+#                                 K updates (default 100; the paper averages the last 10)
 #
 # Paper settings (Guo et al. 2020, Sec. 4.1, and the README of lemmonation/abnet), for GPUs:
 #   IWSLT14 De-En: SRC_BERT=bert-base-german-cased TGT_BERT=bert-base-uncased ARCH_SIZE=iwslt
@@ -60,6 +62,8 @@ common_train=(--cpu --user-dir "$plugin" --optimizer adam --adam-betas '(0.9,0.9
     --lr-scheduler inverse_sqrt --warmup-updates 200 --max-tokens "$max_tokens"
     --max-update "$max_update" --no-epoch-checkpoints --no-progress-bar --log-interval 50
     --seed 1 --fixed-validation-seed 7 --num-workers 0)
+read -r -a averaging <<< "$(average_options)"  # AVERAGE=N: keep N update checkpoints
+common_train+=("${averaging[@]}")
 
 train_system() {  # SYSTEM DATA_DIR SAVE_DIR
     local system="$1" data="$2" save="$3"
@@ -143,7 +147,7 @@ for system in "${systems[@]}"; do
     echo "== generate $system"
     # shellcheck disable=SC2046
     generate_logged "$work/$system/test.gen" "$(data_for "$system")" --gen-subset test \
-        --path "$work/$system/checkpoint_last.pt" --batch-size 32 $(generate_args "$system")
+        --path "$(decoded_checkpoint "$work/$system" checkpoint_last.pt)" --batch-size 32 $(generate_args "$system")
     echo -n "$system $src->$tgt test: "
     score_wordpiece "$work/$system/test.gen" "$work/pair/test.$src-$tgt.$tgt" "$tgt_bert"
 done

@@ -17,6 +17,9 @@
 #         evaluate  decode each fine-tuned direction on the first MAX_EVAL test lines
 #         baseline  the same pre-training without RAS (WORKDIR/base_pretrain), the same
 #                   fine-tuning (WORKDIR/base_ft.<src>-<tgt>) and evaluation
+#         scratch   each FINETUNE_PAIRS direction from random initialisation, with the
+#                   fine-tuning budget (WORKDIR/scratch.<src>-<tgt>), and its evaluation: what
+#                   pre-training is compared with on an unseen pair (the paper's central claim)
 #         all       prepare pretrain finetune evaluate baseline
 #   default: prepare pretrain finetune evaluate
 # Training appends to WORKDIR/<model>/train.log (fairseq-train resumes from checkpoint_last.pt);
@@ -31,15 +34,22 @@
 #   LANGS="de fr ro"                         non-English languages of the corpus
 #   PRETRAIN_PAIRS=en-de,de-en,en-fr,fr-en   pre-training directions (temperature-sampled, T=2)
 #   FINETUNE_PAIRS="en-de en-ro"             fine-tuned (and evaluated) directions
+#   PRETRAINED=pretrain                      the model folder under WORKDIR that `finetune` starts
+#                                            from (e.g. mrasp, trained by recipes/mrasp2/run.sh)
 #   RAS_PROB=0.3                             RAS substitution probability (0: plain pre-training)
 #   MAX_TRAIN=N                  cap the gettext training pairs per language (default: all)
 #   VOCAB_SIZE=N                 joint sentencepiece size (default 4000)
 #   ARCH_ARGS="..."              model (default: transformer 2+2 layers, d128, FFN 512, 4 heads,
 #                                shared embeddings)
 #   MAX_UPDATE_PRE, MAX_UPDATE_FT   updates (default 600, 300); WARMUP_PRE, WARMUP_FT (a tenth)
+#   MINUTES_PRE, MINUTES_FT      wall-clock budgets instead (whichever of updates and minutes ends
+#                                first); the benchmark's standard mode gives every system the same
 #   LR_PRE, LR_FT                peak learning rates (default 1e-3, 5e-4)
 #   MAX_TOKENS=N                 tokens per batch (default 2000)
-#   VALID_STEPS=N  MAX_EVAL=N    validation batches (default 10); test lines decoded (default 100)
+#   VALID_STEPS=N  MAX_EVAL=N    validation batches (default 10); test lines decoded (default 100;
+#                                all: the whole test split)
+#   AVERAGE=N  SAVE_INTERVAL=K   decode the average of the N newest checkpoints, one saved every K
+#                                updates (default 100; python -m ptnmt_fairseq.average_checkpoints)
 #   BEAM=N                       beam size (default 5)
 #   TRAIN_EXTRA, GEN_EXTRA       extra fairseq-train / fairseq-generate options (word-split)
 # Models this small and this short produce mostly repetitions: benchmarks/mrasp.py is the
@@ -78,9 +88,10 @@ pretrain() {  # MODEL RAS_PROB: PRETRAIN_PAIRS into $work/MODEL, with RAS when R
         ras=(--ras-dicts "$(comma_list "$dicts"/*.txt)" --ras-prob "$2")
     fi
     echo "-- $1: $pretrain_pairs, RAS ${2}"
+    # shellcheck disable=SC2046
     train_multilingual translation_multi_langtok "$work/$1" "$data" --criterion label_smoothed_cross_entropy \
         --lang-pairs "$pretrain_pairs" "${ras[@]}" --lr "${LR_PRE:-1e-3}" \
-        --warmup-updates "$warmup_pre" --max-update "$max_update_pre"
+        --warmup-updates "$warmup_pre" $(budget_options "$max_update_pre" "${MINUTES_PRE:-}")
 }
 
 finetune() {  # PRETRAINED PREFIX: $work/PREFIX.<pair> for every FINETUNE_PAIRS direction
@@ -88,9 +99,24 @@ finetune() {  # PRETRAINED PREFIX: $work/PREFIX.<pair> for every FINETUNE_PAIRS 
     [ -f "$pre" ] || die "no $pre: run the pre-training step first"
     for pair in "${finetune_pairs[@]}"; do
         echo "-- $2.$pair from $1"
-        train_multilingual translation_multi_langtok "$work/$2.$pair" "$data" --criterion label_smoothed_cross_entropy \
-            --lang-pairs "$pair" --finetune-from-model "$pre" --lr "${LR_FT:-5e-4}" \
-            --warmup-updates "$warmup_ft" --max-update "$max_update_ft"
+        finetune_one "$work/$2.$pair" "$pair" --finetune-from-model "$pre"
+    done
+}
+
+finetune_one() {  # SAVE_DIR PAIR OPTIONS...: PAIR alone with the fine-tuning budget, no RAS
+    local save="$1" pair="$2"
+    shift 2
+    # shellcheck disable=SC2046
+    train_multilingual translation_multi_langtok "$save" "$data" --criterion label_smoothed_cross_entropy \
+        --lang-pairs "$pair" --lr "${LR_FT:-5e-4}" --warmup-updates "$warmup_ft" \
+        $(budget_options "$max_update_ft" "${MINUTES_FT:-}") "$@"
+}
+
+from_scratch() {  # every FINETUNE_PAIRS direction from random initialisation into $work/scratch.<pair>
+    local pair
+    for pair in "${finetune_pairs[@]}"; do
+        echo "-- scratch.$pair from random initialisation"
+        finetune_one "$work/scratch.$pair" "$pair"
     done
 }
 
@@ -104,8 +130,9 @@ step_prepare() {
     echo "dictionaries: $(line_counts "$dicts")"
 }
 step_pretrain() { pretrain pretrain "${RAS_PROB:-0.3}"; }
-step_finetune() { finetune pretrain ft; }
+step_finetune() { finetune "${PRETRAINED:-pretrain}" ft; }
 step_evaluate() { evaluate ft; }
 step_baseline() { pretrain base_pretrain 0; finetune base_pretrain base_ft; evaluate base_ft; }
+step_scratch() { from_scratch; evaluate scratch; }
 
-run_steps "prepare pretrain finetune evaluate" "prepare pretrain finetune evaluate baseline" "$@"
+run_steps "prepare pretrain finetune evaluate" "prepare pretrain finetune evaluate baseline scratch" "$@"

@@ -43,6 +43,11 @@
 #   ARCH_ARGS="..."               model (default: transformer 2+2 layers, d128, FFN 512, 4 heads,
 #                                 shared embeddings)
 #   MAX_UPDATE=N  WARMUP=N  LR=F  MAX_TOKENS=N   (default 600, MAX_UPDATE/10, 1e-3, 2000)
+#   MINUTES=M                     a wall-clock budget per system instead (whichever of MAX_UPDATE
+#                                 and MINUTES ends first): mRASP2 costs more per update
+#   AVERAGE=N  SAVE_INTERVAL=K    decode the average of the N newest checkpoints, one saved every
+#                                 K updates (default 100)
+#   MAX_EVAL=all                  decode whole test splits
 #   VALID_STEPS=N                 validation batches (default 10)
 #   BEAM=N                        beam size (default 5)
 #   TRAIN_EXTRA, GEN_EXTRA        extra fairseq-train / fairseq-generate options (word-split)
@@ -100,8 +105,9 @@ train_system() {  # SYSTEM: fairseq-train into $work/SYSTEM
         baseline) args=(--criterion label_smoothed_cross_entropy) ;;
         *) die "unknown system $system" ;;
     esac
+    # shellcheck disable=SC2046
     train_multilingual "$task" "$work/$system" "$data" --lang-pairs "$train_pairs" "${args[@]}" \
-        --lr "${LR:-1e-3}" --warmup-updates "$warmup" --max-update "$max_update"
+        --lr "${LR:-1e-3}" --warmup-updates "$warmup" $(budget_options "$max_update" "${MINUTES:-}")
 }
 
 evaluate() {  # SYSTEM: supervised and zero-shot BLEU, retrieval accuracy
@@ -109,7 +115,7 @@ evaluate() {  # SYSTEM: supervised and zero-shot BLEU, retrieval accuracy
     [ -f "$work/$system/checkpoint_best.pt" ] || die "$system: no checkpoint, train it first"
     for dir in "${supervised[@]}"; do decode_multilingual "$data" "$work/$system" "$dir" "$max_eval"; done
     for dir in "${zeroshot[@]}"; do decode_multilingual "$data" "$work/$system" "$dir" "$max_eval" " (zero-shot)"; done
-    "$python" -m ptnmt_fairseq.mrasp2.retrieval "$data" --path "$work/$system/checkpoint_best.pt" \
+    "$python" -m ptnmt_fairseq.mrasp2.retrieval "$data" --path "$(decoded_checkpoint "$work/$system")" \
         --langs "${retrieval_langs[@]}" > "$work/$system/retrieval.json" 2> "$work/$system/retrieval.log" \
         || die "$system: retrieval failed (see $work/$system/retrieval.log)"
     echo "$system retrieval: $(cat "$work/$system/retrieval.json")"

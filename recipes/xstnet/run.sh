@@ -39,6 +39,13 @@
 #   EXTERNAL_MT_RATIO=F           fraction of the external-MT batches used per stage-2 epoch
 #                                 (default 0.25, after the paper's text ratio 0.25)
 #   FREEZE_W2V=1                  keep wav2vec 2.0 frozen (the paper fine-tunes it)
+#   SPEECH_FRONTEND=fbank         80-dim log-mel filterbanks + fairseq's convolutional subsampler
+#                                 instead of wav2vec 2.0 (the w2v step is skipped): learns from
+#                                 scratch on a CPU budget
+#   AVERAGE=N  SAVE_INTERVAL=K    decode the average of the N newest checkpoints, one saved every
+#                                 K updates (default 100; the paper averages the last 10)
+#   MINUTES_MT, MINUTES_ST        wall-clock budgets (--stop-time-hours) instead of updates
+#                                 (whichever of updates and minutes ends first)
 #   BEAM=N                        beam size (default 5)
 #   TRAIN_EXTRA, GEN_EXTRA        extra fairseq-train / fairseq-generate options (word-split)
 #
@@ -90,6 +97,7 @@ prepare() {
 }
 
 pretrain_w2v() {
+    if [ "${SPEECH_FRONTEND:-wav2vec2}" = fbank ]; then echo "SPEECH_FRONTEND=fbank: no wav2vec 2.0"; return; fi
     if [ -n "${W2V_PATH:-}" ]; then
         [ -f "$W2V_PATH" ] || die "W2V_PATH=$W2V_PATH does not exist"
         echo "using $W2V_PATH"; return
@@ -100,19 +108,29 @@ pretrain_w2v() {
     [ -f "$work/w2v/checkpoint_best.pt" ] || die "wav2vec 2.0 pre-training failed (see $work/w2v/train.log)"
 }
 
-common_train=(--task xstnet --arch "${ARCH:-xstnet_tiny}" --w2v-path "$w2v"
+if [ "${SPEECH_FRONTEND:-wav2vec2}" = fbank ]; then
+    speech_frontend=(--speech-frontend fbank)  # log-mel filterbanks + convolutional subsampler
+else
+    speech_frontend=(--w2v-path "$w2v")
+fi
+common_train=(--task xstnet --arch "${ARCH:-xstnet_tiny}" "${speech_frontend[@]}"
     --criterion xstnet_multitask --label-smoothing 0.1 --optimizer adam --adam-betas '(0.9,0.98)'
     --lr-scheduler inverse_sqrt --clip-norm 10 --max-tokens "${MAX_TOKENS:-400000}"
     --max-tokens-text "${MAX_TOKENS_TEXT:-2000}" --skip-bad-audio --log-interval 20)
 if [ "${FREEZE_W2V:-0}" = 1 ]; then common_train+=(--freeze-w2v); fi
+read -r -a averaging <<< "$(average_options)"  # AVERAGE=N: keep N update checkpoints
+common_train+=("${averaging[@]}")
 
 train_system() {  # SYSTEM: fairseq-train into $work/SYSTEM
     local system="$1" args
-    [ -f "$w2v" ] || die "no wav2vec 2.0 checkpoint $w2v: run the w2v step or set W2V_PATH"
+    if [ "${SPEECH_FRONTEND:-wav2vec2}" != fbank ] && [ ! -f "$w2v" ]; then
+        die "no wav2vec 2.0 checkpoint $w2v: run the w2v step, set W2V_PATH or SPEECH_FRONTEND=fbank"
+    fi
     case "$system" in
         stage1)  # MT pre-training on the triples' text and the external pairs; no audio is read
+            # shellcheck disable=SC2207
             args=(--train-tasks mt --external-mt train_mt.tsv --lr "${LR_MT:-1e-3}"
-                  --warmup-updates "$warmup_mt" --max-update "$max_update_mt") ;;
+                  --warmup-updates "$warmup_mt" $(budget_options "$max_update_mt" "${MINUTES_MT:-}")) ;;
         stage2)  # "don't stop training D_MT-ext": external MT stays in the mix
             [ -f "$work/stage1/checkpoint_best.pt" ] || die "run stage1 first"
             args=(--train-tasks st,asr,mt --external-mt train_mt.tsv
@@ -123,7 +141,9 @@ train_system() {  # SYSTEM: fairseq-train into $work/SYSTEM
         *) die "unknown system $system" ;;
     esac
     if [ "$system" != stage1 ]; then
-        args+=(--lr "${LR_ST:-1e-3}" --warmup-updates "$warmup_st" --max-update "$max_update_st")
+        # shellcheck disable=SC2207
+        args+=(--lr "${LR_ST:-1e-3}" --warmup-updates "$warmup_st"
+               $(budget_options "$max_update_st" "${MINUTES_ST:-}"))
     fi
     train_logged "$work/$system" "$data" "${common_train[@]}" "${args[@]}"
 }
@@ -132,7 +152,7 @@ decode() {  # SYSTEM TASK SUBSET [fairseq-generate options]: $work/SYSTEM/SUBSET
     local system="$1" task="$2" subset="$3"; shift 3
     local out="$work/$system/$subset.$task.gen"
     generate_logged "$out" "$data" --task xstnet --eval-task "$task" --gen-subset "$subset" \
-        --path "$work/$system/checkpoint_best.pt" --max-tokens 500000 --beam "${BEAM:-5}" "$@"
+        --path "$(decoded_checkpoint "$work/$system")" --max-tokens 500000 --beam "${BEAM:-5}" "$@"
     echo -n "$system $task $subset: "
     score_task "$out" "$task"
 }

@@ -157,9 +157,10 @@ def test_paired_bootstrap_is_sacrebleus_against_the_raw_references(tmp_path, cap
     import sacrebleu
 
     refs, good, cut = _paired_test_set()
-    result = scoring.paired_bootstrap(cut, good, refs, detokenized=True)
-    baseline_bleu = sacrebleu.corpus_bleu(scoring.ordered_hypotheses(cut, refs, detokenized=True),
-                                          [refs]).score
+    hyps = {name: scoring.ordered_hypotheses(text, refs, detokenized=True)
+            for name, text in (("good", good), ("cut", cut))}
+    result = scoring.paired_bootstrap(hyps["cut"], hyps["good"], refs)
+    baseline_bleu = sacrebleu.corpus_bleu(hyps["cut"], [refs]).score
     assert result["system_bleu"] == pytest.approx(100.0)
     assert result["baseline_bleu"] == pytest.approx(baseline_bleu, abs=0.01)
     assert result["delta"] == pytest.approx(100.0 - baseline_bleu, abs=0.01)
@@ -179,5 +180,11 @@ def test_paired_bootstrap_is_sacrebleus_against_the_raw_references(tmp_path, cap
 
 def test_paired_bootstrap_of_identical_outputs_is_no_difference():
     refs, _good, cut = _paired_test_set()
-    result = scoring.paired_bootstrap(cut, cut, refs, detokenized=True)
+    hyps = scoring.ordered_hypotheses(cut, refs, detokenized=True)
+    result = scoring.paired_bootstrap(hyps, hyps, refs)
     assert result["delta"] == 0 and result["p"] == 1.0
+    # different outputs, both BLEU 0 on every resample: no difference either
+    zero = scoring.paired_bootstrap(["x y"] * 60, ["z w"] * 60, refs)
+    assert zero["delta"] == 0 and zero["p"] == 1.0
+    with pytest.raises(ValueError, match="60 baseline and 59 system hypotheses for 60"):
+        scoring.paired_bootstrap(hyps, hyps[:-1], refs)

@@ -306,3 +306,15 @@ def test_unicode_line_separators_do_not_shift_the_pairs(multi_data, tmp_path):
     references = tgt.read_text(encoding="utf-8").split("\n")
     assert len(dataset) == 8
     assert dataset.src_lines[2] == lines[2] and dataset.tgt_lines[3] == references[3]
+
+
+def test_off_target_rate_of_zero_shot_output():
+    from ptnmt_fairseq.common.multilingual.language_id import off_target
+
+    outputs = ["Datei konnte nicht geöffnet werden", "Die Verbindung wurde getrennt",
+               "Could not open the file", ""]  # 2 German, 1 English, 1 empty: 2 of 4 off target
+    result = off_target(outputs, "de", ["en", "de", "fr", "ro"])
+    assert result == {"rate": 50.0, "languages": {"de": 2, "en": 1, "": 1}}
+    assert off_target(outputs[2:3], "en", ["en", "de"])["rate"] == 0.0
+    with pytest.raises(ValueError, match="target language 'ro' is not among"):
+        off_target(outputs, "ro", ["en", "de"])

@@ -100,6 +100,10 @@ def test_fbank_encoder_lengths_and_padding(corpus):
     steps = (~out["encoder_padding_mask"][0]).sum(1).tolist()
     assert steps == [26, 13]
     assert torch.allclose(out["encoder_out"][0][:13, 1], alone["encoder_out"][0][:, 0], atol=1e-4)
+    # under --bf16 fairseq hands the model bfloat16 waveforms and weights
+    frontend = model.encoder.fbank.to(torch.bfloat16)
+    speech, steps = frontend(waveforms.bfloat16(), lengths)
+    assert speech.dtype == torch.bfloat16 and steps.tolist() == [25, 12]
 
 
 def test_language_tags_in_every_task(corpus):

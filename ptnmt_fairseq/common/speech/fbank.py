@@ -84,4 +84,6 @@ class FilterbankFrontEnd(nn.Module):
     def forward(self, waveform, lengths):
         with torch.no_grad():  # a fixed transform of the input: nothing to learn in it
             features, frames = batch_filterbanks(waveform, lengths, self.num_mel_bins)
-        return self.subsampler(features, frames)
+        # computed in float32 (Kaldi's fbank), fed in the model's dtype (e.g. --bf16)
+        dtype = self.subsampler.conv_layers[0].weight.dtype
+        return self.subsampler(features.to(dtype), frames)
