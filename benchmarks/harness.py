@@ -36,10 +36,13 @@ if str(REPO) not in sys.path:  # ptnmt_fairseq from this checkout, installed or 
 
 # ---- command line and working folder -------------------------------------------------------
 
-def parse_args(doc, method, fresh_help):
-    """The benchmarks' shared CLI: --quick, --fresh, --work. Adds ``mode`` ("quick" or
-    "standard") and resolves ``work`` (default benchmarks/work/<method>/<mode>)."""
+def parse_args(doc, method, fresh_help, flags=()):
+    """The benchmarks' shared CLI: --quick, --fresh, --work, and a benchmark's own boolean
+    ``flags`` ((flag, help) pairs). Adds ``mode`` ("quick" or "standard") and resolves ``work``
+    (default benchmarks/work/<method>/<mode>)."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for flag, help_text in flags:
+        parser.add_argument(flag, action="store_true", help=help_text)
     parser.add_argument("--quick", action="store_true",
                         help="the quick setting: less data, smaller budgets, minutes on a CPU "
                              "(measured times: README); default: the standard setting")

@@ -283,15 +283,24 @@ def updates_and_walls(work, models):
 
 
 def main():
-    args = harness.parse_args(__doc__, "mrasp", "also rebuild the corpus and dictionaries")
+    args = harness.parse_args(__doc__, "mrasp", "also rebuild the corpus and dictionaries", [
+        ("--reuse-pretrained", "keep the three pre-trained systems of the last run in the work "
+                               "folder (and their step times) and re-run only the en-ro "
+                               "trainings and the analysis")])
     settings = dict(SETTINGS[args.mode])
     load_epochs = settings.pop("LOAD_EPOCHS")
     env = dict(COMMON, **settings)
     work = args.work
     unseen_models = [f"ft.{UNSEEN}", f"scratch.{UNSEEN}"]
-    harness.prepare_work(work, args.fresh, SYSTEMS + unseen_models)
+    pretrained_steps = work / "pretraining_steps.json"
+    harness.prepare_work(work, args.fresh and not args.reuse_pretrained,
+                         unseen_models + ([] if args.reuse_pretrained else SYSTEMS))
     start = time.monotonic()
-    steps = harness.run_recipe(MRASP2_RECIPE, work, PRETRAIN_STEPS, env)
+    if args.reuse_pretrained:
+        steps = json.loads(pretrained_steps.read_text())
+    else:
+        steps = harness.run_recipe(MRASP2_RECIPE, work, PRETRAIN_STEPS, env)
+        pretrained_steps.write_text(json.dumps(harness.wall_seconds(steps)))
     steps.update({f"unseen_{k}": v for k, v in
                   harness.run_recipe(MRASP_RECIPE, work, UNSEEN_STEPS, env).items()})
     loading, steps["loading"] = harness.timed(loading_throughput, work, load_epochs)
@@ -362,6 +371,9 @@ def main():
         "train_wall_s": {m: stats[m]["train_wall_s"] for m in stats},
         "step_wall_s": harness.wall_seconds(steps),
     }
+    if args.reuse_pretrained:
+        result["setup"]["reused_pretraining"] = ("the pre-trained systems and their step times "
+                                                 "come from the previous run in this folder")
     harness.write_results("mrasp", args.mode, result, PAPER, start)
     plot(result)
 

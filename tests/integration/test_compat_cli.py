@@ -161,3 +161,21 @@ def test_bf16_trains_on_the_cpu(tiny_data, tmp_path):
     # bf16 weights with fp32 master copies (fairseq saves the weights upcast to fp32)
     assert state["optimizer_history"][-1]["optimizer_name"] == "FP16Optimizer"
     assert len(hypotheses(generate(tiny_data, tmp_path / "checkpoint_last.pt").stdout)) == 10
+
+
+def test_finetuning_with_a_time_budget_does_not_count_the_pretraining_time(tiny_data, trained,
+                                                                          tmp_path):
+    # a pre-trained checkpoint that says it trained for an hour
+    state = torch.load(trained / "checkpoint_last.pt", map_location="cpu")
+    state["extra_state"]["previous_training_time"] = 3600.0
+    torch.save(state, tmp_path / "pretrained.pt")
+    budget = ["--stop-time-hours", "0.5", "--max-update", "3"]
+    out = train(tiny_data, tmp_path / "ft", extra=budget + [
+        "--finetune-from-model", tmp_path / "pretrained.pt"])
+    assert num_updates(out.stdout + out.stderr) == 3  # without the fix: 0, "time limit"
+    # a plain resume still counts the time already trained: it stops at once
+    (tmp_path / "resume").mkdir()
+    shutil.copy(tmp_path / "pretrained.pt", tmp_path / "resume" / "checkpoint_last.pt")
+    resumed = train(tiny_data, tmp_path / "resume", extra=budget + ["--max-update", "9"])
+    log = resumed.stdout + resumed.stderr
+    assert "> stop_time_hours: 0.5 hour(s)" in log and num_updates(log) < 9

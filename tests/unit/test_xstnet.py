@@ -37,16 +37,27 @@ def test_shrinker_lengths_and_padding_invariance():
     assert torch.allclose(out[1, :5], alone[0], atol=1e-6)
 
 
+def padded_waveforms():
+    """Two clips of 1 s and 0.5 s of noise, the second zero-padded to the first's length."""
+    torch.manual_seed(0)
+    waveforms = torch.randn(2, 16000) * 0.1
+    waveforms[1, 8000:] = 0.0
+    return waveforms, torch.tensor([16000, 8000])
+
+
+def encode_padded_and_alone(model):
+    """The encoder's output for both clips in one batch, and for the short clip alone."""
+    waveforms, lengths = padded_waveforms()
+    with torch.no_grad():
+        return (model.encoder(waveforms, lengths),
+                model.encoder(waveforms[1:2, :8000], lengths[1:]))
+
+
 def test_encoder_lengths_audio_tag_and_padding(corpus):
     data, w2v = corpus
     cfg, task = xstnet_task(data, w2v)
     model = task.build_model(cfg.model).eval()
-    waveforms = torch.randn(2, 16000) * 0.1
-    waveforms[1, 8000:] = 0.0
-    lengths = torch.tensor([16000, 8000])
-    with torch.no_grad():
-        out = model.encoder(waveforms, lengths)
-        alone = model.encoder(waveforms[1:2, :8000], lengths[1:])
+    out, alone = encode_padded_and_alone(model)
     # wav2vec 2.0: 49 and 24 frames; shrinker: 49 -> 25 -> 13, 24 -> 12 -> 6; + <audio>
     assert (num_frames(16000), num_frames(8000)) == (49, 24)
     steps = (~out["encoder_padding_mask"][0]).sum(1).tolist()
@@ -88,13 +99,7 @@ def test_fbank_encoder_lengths_and_padding(corpus):
     cfg, task = build_task([data, *XSTNET_TRAIN_ARGS, "--speech-frontend", "fbank"])
     model = task.build_model(cfg.model).eval()
     assert model.encoder.wav2vec2 is None and not any("wav2vec2" in k for k in model.state_dict())
-    torch.manual_seed(0)
-    waveforms = torch.randn(2, 16000) * 0.1
-    waveforms[1, 8000:] = 0.0
-    lengths = torch.tensor([16000, 8000])
-    with torch.no_grad():
-        out = model.encoder(waveforms, lengths)
-        alone = model.encoder(waveforms[1:2, :8000], lengths[1:])
+    out, alone = encode_padded_and_alone(model)
     # fbank frames: 1 + (16000 - 400) // 160 = 98, 48; subsampler: 98 -> 49 -> 25, 48 -> 24 -> 12;
     # + <audio>
     steps = (~out["encoder_padding_mask"][0]).sum(1).tolist()
@@ -102,6 +107,7 @@ def test_fbank_encoder_lengths_and_padding(corpus):
     assert torch.allclose(out["encoder_out"][0][:13, 1], alone["encoder_out"][0][:, 0], atol=1e-4)
     # under --bf16 fairseq hands the model bfloat16 waveforms and weights
     frontend = model.encoder.fbank.to(torch.bfloat16)
+    waveforms, lengths = padded_waveforms()
     speech, steps = frontend(waveforms.bfloat16(), lengths)
     assert speech.dtype == torch.bfloat16 and steps.tolist() == [25, 12]
 
