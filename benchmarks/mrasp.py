@@ -293,6 +293,9 @@ def main():
     work = args.work
     unseen_models = [f"ft.{UNSEEN}", f"scratch.{UNSEEN}"]
     pretrained_steps = work / "pretraining_steps.json"
+    if args.reuse_pretrained and (args.fresh or not pretrained_steps.is_file()):
+        raise SystemExit(f"--reuse-pretrained needs the pre-trained systems of an earlier run in "
+                         f"{work} ({pretrained_steps}), and excludes --fresh")
     harness.prepare_work(work, args.fresh and not args.reuse_pretrained,
                          unseen_models + ([] if args.reuse_pretrained else SYSTEMS))
     start = time.monotonic()

@@ -20,6 +20,12 @@ import sys
 logger = logging.getLogger("ptnmt_fairseq.average_checkpoints")
 
 
+def selected_count(args):
+    """N of --num-epoch-checkpoints / --num-update-checkpoints (None: --inputs are files)."""
+    chosen = [n for n in (args.num_epoch_checkpoints, args.num_update_checkpoints) if n is not None]
+    return chosen[0] if chosen else None
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inputs", required=True, nargs="+",
@@ -34,7 +40,7 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoint-upper-bound", type=int, metavar="K",
                         help="with --num-*-checkpoints: no epoch (update) later than K")
     args = parser.parse_args(argv)
-    count = args.num_epoch_checkpoints or args.num_update_checkpoints
+    count = selected_count(args)
     if args.checkpoint_upper_bound is not None and count is None:
         parser.error("--checkpoint-upper-bound needs --num-epoch-checkpoints or "
                      "--num-update-checkpoints")
@@ -52,14 +58,14 @@ def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(format="%(levelname)s | %(name)s | %(message)s", level=logging.INFO)
     paths = args.inputs
-    count = args.num_epoch_checkpoints or args.num_update_checkpoints
+    count = selected_count(args)
     try:
         if count is not None:
             paths = checkpoints.last_checkpoints(
                 args.inputs[0], count, update_based=args.num_update_checkpoints is not None,
                 upper_bound=args.checkpoint_upper_bound)
         state = checkpoints.average_checkpoints(paths)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # OSError: a missing file, or a folder without N
         print(f"average_checkpoints: {error}", file=sys.stderr)
         return 1
     checkpoints.save_checkpoint_atomically(state, args.output)

@@ -40,6 +40,7 @@ for lang in "$@"; do
     [ -n "${MINUTES:-}" ] && options+=(--minutes "$MINUTES")
     [ "${LOWERCASE:-0}" = 1 ] && options+=(--lowercase)
     echo "== $lang: $(wc -l < "$text") sentences -> $outdir/$lang"
+    rm -f "$outdir/$lang/config.json"  # success below means this run wrote it
     "${PYTHON:-python3}" "$here/pretrain_bert.py" "$text" --out "$outdir/$lang" "${options[@]}" \
         | tee "$outdir/$lang/train.log" | grep -E "sentences|done" || true
     [ -f "$outdir/$lang/config.json" ] || { echo "pretrain_bert.sh: $lang failed (see $outdir/$lang/train.log)" >&2; exit 1; }

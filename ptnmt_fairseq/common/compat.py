@@ -63,7 +63,7 @@ Fixes
 16. ``--stop-time-hours`` after ``--finetune-from-model``: the trainer restored the pre-trained
    checkpoint's ``previous_training_time`` even though meters, optimizer and schedule were reset,
    so a fine-tuning run with a time budget counted the pre-training's hours and stopped at once
-   (a 2.5-minute en-ro fine-tuning of an 8-minute pre-trained model did 0 updates). A checkpoint
+   (a 2.5-minute en-ro fine-tuning of an 8-minute pre-trained model did 1 update). A checkpoint
    loaded with its meters reset (``--finetune-from-model``, ``--reset-meters``) now starts the
    training clock at 0; a plain resume keeps it.
 """

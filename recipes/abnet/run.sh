@@ -145,9 +145,10 @@ for system in "${systems[@]}"; do
     train_system "$system" "$(data_for "$system")" "$work/$system"
     [ "${SKIP_GENERATE:-0}" = 1 ] && continue
     echo "== generate $system"
+    checkpoint="$(decoded_checkpoint "$work/$system" checkpoint_last.pt)"
     # shellcheck disable=SC2046
     generate_logged "$work/$system/test.gen" "$(data_for "$system")" --gen-subset test \
-        --path "$(decoded_checkpoint "$work/$system" checkpoint_last.pt)" --batch-size 32 $(generate_args "$system")
+        --path "$checkpoint" --batch-size 32 $(generate_args "$system")
     echo -n "$system $src->$tgt test: "
     score_wordpiece "$work/$system/test.gen" "$work/pair/test.$src-$tgt.$tgt" "$tgt_bert"
 done

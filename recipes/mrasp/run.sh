@@ -11,7 +11,8 @@
 #                   FreeDict word dictionaries en-de en-fr de-en fr-en (prepare_freedict.sh;
 #                   FreeDict has no Romanian, so RAS never produces Romanian words)
 #         pretrain  PRETRAIN_PAIRS with RAS (RAS_PROB) on the training sources -> WORKDIR/pretrain
-#         finetune  each FINETUNE_PAIRS direction alone, from pretrain/checkpoint_best.pt
+#         finetune  each FINETUNE_PAIRS direction alone, from PRETRAINED/checkpoint_best.pt
+#                   (default pretrain)
 #                   (--finetune-from-model: weights only, fresh optimizer and schedule, no RAS)
 #                   -> WORKDIR/ft.<src>-<tgt>
 #         evaluate  decode each fine-tuned direction on the first MAX_EVAL test lines
@@ -20,11 +21,11 @@
 #         scratch   each FINETUNE_PAIRS direction from random initialisation, with the
 #                   fine-tuning budget (WORKDIR/scratch.<src>-<tgt>), and its evaluation: what
 #                   pre-training is compared with on an unseen pair (the paper's central claim)
-#         all       prepare pretrain finetune evaluate baseline
+#         all       prepare pretrain finetune evaluate baseline scratch
 #   default: prepare pretrain finetune evaluate
 # Training appends to WORKDIR/<model>/train.log (fairseq-train resumes from checkpoint_last.pt);
-# validation runs once, at the end (the updates are far below an epoch), on at most VALID_STEPS
-# batches. fairseq-generate -s SRC -t TGT decodes the first MAX_EVAL test lines into
+# validation runs at each epoch's end and when the budget ends (once, for budgets below an
+# epoch), on at most VALID_STEPS batches. fairseq-generate -s SRC -t TGT decodes the first MAX_EVAL test lines into
 # WORKDIR/<model>/t<MAX_EVAL>.<src>-<tgt>.gen (the target language token is the decoder's first
 # input, never --prefix-size); BLEU is case-sensitive sacreBLEU (13a) of its detokenised D- lines
 # against the raw target text of those lines, WORKDIR/data/t<MAX_EVAL>.<src>-<tgt>.<tgt> (never

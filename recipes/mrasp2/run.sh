@@ -23,8 +23,9 @@
 #   default: prepare train evaluate
 # Every system trains in WORKDIR/<system>/ (train.log appended; fairseq-train resumes from
 # checkpoint_last.pt) and decodes checkpoint_best.pt into WORKDIR/<system>/t<MAX_EVAL>.<src>-<tgt>.gen.
-# Validation runs once, at the end (MAX_UPDATE is far below an epoch), on at most VALID_STEPS
-# batches. BLEU is case-sensitive sacreBLEU (13a) of the detokenised D- lines against the raw
+# Validation runs at each epoch's end and when the budget ends (once, for budgets below an
+# epoch), on at most VALID_STEPS batches. With MAX_EVAL=all the subset is test (test.<src>-<tgt>.gen)
+# and with AVERAGE=N the decoded checkpoint is checkpoint_avg.pt. BLEU is case-sensitive sacreBLEU (13a) of the detokenised D- lines against the raw
 # target text of the decoded lines, WORKDIR/data/t<MAX_EVAL>.<src>-<tgt>.<tgt> (never fairseq's
 # T- lines, rebuilt from ids); the target language token is the decoder's first input, never
 # --prefix-size.
@@ -111,11 +112,12 @@ train_system() {  # SYSTEM: fairseq-train into $work/SYSTEM
 }
 
 evaluate() {  # SYSTEM: supervised and zero-shot BLEU, retrieval accuracy
-    local system="$1" dir
+    local system="$1" dir checkpoint
     [ -f "$work/$system/checkpoint_best.pt" ] || die "$system: no checkpoint, train it first"
+    checkpoint="$(decoded_checkpoint "$work/$system")"
     for dir in "${supervised[@]}"; do decode_multilingual "$data" "$work/$system" "$dir" "$max_eval"; done
     for dir in "${zeroshot[@]}"; do decode_multilingual "$data" "$work/$system" "$dir" "$max_eval" " (zero-shot)"; done
-    "$python" -m ptnmt_fairseq.mrasp2.retrieval "$data" --path "$(decoded_checkpoint "$work/$system")" \
+    "$python" -m ptnmt_fairseq.mrasp2.retrieval "$data" --path "$checkpoint" \
         --langs "${retrieval_langs[@]}" > "$work/$system/retrieval.json" 2> "$work/$system/retrieval.log" \
         || die "$system: retrieval failed (see $work/$system/retrieval.log)"
     echo "$system retrieval: $(cat "$work/$system/retrieval.json")"

@@ -17,7 +17,7 @@
 #   default: prepare w2v stage1 stage2 evaluate
 # Every system trains in WORKDIR/<system>/ (train.log appended; fairseq-train resumes from
 # checkpoint_last.pt, so re-running a step with the same MAX_UPDATE_* only re-validates) and
-# decodes checkpoint_best.pt (lowest valid loss) into WORKDIR/<system>/test.<task>.gen. Scores
+# decodes checkpoint_best.pt (lowest valid loss; with AVERAGE=N, checkpoint_avg.pt) into WORKDIR/<system>/test.<task>.gen. Scores
 # compare the detokenised D- lines with the raw text of the test manifest WORKDIR/data/test.tsv
 # (never fairseq's T- lines, rebuilt from ids): BLEU is case-sensitive sacreBLEU (13a) against
 # tgt_text (ST, MT, the cascade), the same for all systems; WER is on lower-cased words without
@@ -149,10 +149,11 @@ train_system() {  # SYSTEM: fairseq-train into $work/SYSTEM
 }
 
 decode() {  # SYSTEM TASK SUBSET [fairseq-generate options]: $work/SYSTEM/SUBSET.TASK.gen, scored
-    local system="$1" task="$2" subset="$3"; shift 3
+    local system="$1" task="$2" subset="$3" checkpoint; shift 3
     local out="$work/$system/$subset.$task.gen"
+    checkpoint="$(decoded_checkpoint "$work/$system")"
     generate_logged "$out" "$data" --task xstnet --eval-task "$task" --gen-subset "$subset" \
-        --path "$(decoded_checkpoint "$work/$system")" --max-tokens 500000 --beam "${BEAM:-5}" "$@"
+        --path "$checkpoint" --max-tokens 500000 --beam "${BEAM:-5}" "$@"
     echo -n "$system $task $subset: "
     score_task "$out" "$task"
 }
