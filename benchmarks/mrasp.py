@@ -278,10 +278,6 @@ def off_target_rates(found):
     return rates
 
 
-def updates_and_walls(work, models):
-    return {m: train_stats(work / m / "train.log") for m in models}
-
-
 def main():
     args = harness.parse_args(__doc__, "mrasp", "also rebuild the corpus and dictionaries", [
         ("--reuse-pretrained", "keep the three pre-trained systems of the last run in the work "
@@ -312,7 +308,7 @@ def main():
     found = outputs(work, n)
     scores = {m: {d: bleu(v) for d, v in dirs.items()} for m, dirs in found.items()}
     retrieval = {s: json.loads((work / s / "retrieval.json").read_text()) for s in SYSTEMS}
-    stats = updates_and_walls(work, SYSTEMS + unseen_models)
+    stats = {m: train_stats(work / m / "train.log") for m in SYSTEMS + unseen_models}
     pooled_bleu = {s: {"supervised": bleu(pooled(found, s, SUPERVISED)),
                        "zero_shot": bleu(pooled(found, s, ZEROSHOT))} for s in SYSTEMS}
     sig = significance(found)

@@ -12,7 +12,6 @@ import os
 import re
 from pathlib import Path
 
-import torch
 
 EPOCH_CHECKPOINT = re.compile(r"checkpoint(\d+)\.pt")  # checkpoint12.pt: epoch 12
 UPDATE_CHECKPOINT = re.compile(r"checkpoint_\d+_(\d+)\.pt")  # checkpoint_3_5000.pt: update 5000
@@ -99,16 +98,15 @@ def average_checkpoints(paths):
 
 
 def save_checkpoint_atomically(state, output):
-    """torch.save ``state`` to ``output`` through a temporary file and a rename, so a killed
-    run never leaves a truncated checkpoint; the cfg is stored as plain containers, as
-    fairseq-train stores it, so the weights-only loader reads it back."""
+    """Save ``state`` to ``output`` with fairseq's own ``torch_persistent_save`` (a temporary
+    file and a rename, as fairseq-train writes its checkpoints), so a killed run never leaves a
+    truncated checkpoint; the cfg is stored as plain containers, as fairseq-train stores it, so
+    the weights-only loader reads it back."""
+    from fairseq.checkpoint_utils import torch_persistent_save
     from omegaconf import OmegaConf
 
     if OmegaConf.is_config(state.get("cfg")):
         state = dict(state, cfg=OmegaConf.to_container(state["cfg"], resolve=True,
                                                        enum_to_str=True))
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, output)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    torch_persistent_save(state, str(output))
