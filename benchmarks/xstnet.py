@@ -51,8 +51,8 @@ SETTINGS = {  # recipe environment; MAX_UPDATE_ST (quick) or MINUTES_ST (standar
     # d256 model in bfloat16, the same minutes for each speech system.
     "standard": {"MAX_SPEECH": 4000, "MAX_EVAL": 300, "SPEECH_FRONTEND": "fbank",
                  "MINUTES_MT": 8, "MINUTES_ST": 7, "MAX_UPDATE_MT": 100000,
-                 "MAX_UPDATE_ST": 100000, "WARMUP_MT": 300, "WARMUP_ST": 300,
-                 "VOCAB_SIZE": 4000, "MAX_TOKENS_TEXT": 2048, "LR_MT": "2e-3", "LR_ST": "2e-3",
+                 "MAX_UPDATE_ST": 100000, "WARMUP_MT": 300, "WARMUP_ST": 300, "VOCAB_SIZE": 1000,
+                 "MAX_TOKENS_TEXT": 2048, "LR_MT": "2e-3", "LR_ST": "2e-3",
                  "TRAIN_EXTRA": f"--bf16 {STANDARD_MODEL}"},
 }
 COMMON = {"SRC": "en", "TGT": "fr", "ARCH": "xstnet_tiny",
@@ -76,7 +76,9 @@ def train_stats(log_path):
     epochs = harness.epoch_lines(text)
     audio = sum(e.get("audio_seconds", 0.0) for e in epochs)
     wall = sum(e["train_wall"] for e in epochs)
-    return {"audio_seconds_seen": round(audio, 1), "train_wall_s": wall,
+    # The learning curve: (updates, valid loss) at the end of each epoch.
+    curve = [[int(v["num_updates"]), v["loss"]] for v in harness.epoch_lines(text, "valid")]
+    return {"valid_loss_curve": curve, "audio_seconds_seen": round(audio, 1), "train_wall_s": wall,
             "updates": int(epochs[-1]["num_updates"]) if epochs else 0, "epochs": len(epochs),
             "done_training_s": harness.done_training_seconds(text),
             "audio_s_per_s": round(audio / wall, 2) if wall else 0.0}
