@@ -64,18 +64,27 @@ class AbnetDecoder(FairseqDecoder):
         self.ensemble_models = None
 
     def forward(self, normalize, encoder_out, prev_output_tokens, step=0, **unused):
+        """Training (``normalize=False``): logits of the [MASK] slots only, N_masked x V, in
+        row-major order of ``prev_output_tokens.eq(mask)``: the conditional-MLM loss (Eq. 3)
+        covers those alone, so the vocabulary projection of the other slots was wasted work.
+        Otherwise log-probs of every slot, B x T x V."""
+        if not normalize:  # fairseq's nat_loss smooths over the full vocabulary
+            return self.masked_logits(prev_output_tokens, encoder_out,
+                                      prev_output_tokens.eq(self.dictionary.mask()))
         features = self.extract_features(prev_output_tokens, encoder_out)
-        logits = self.mlm_head(features)  # B x T x V
-        if not normalize:  # training: fairseq's nat_loss smooths over the full vocabulary
-            return logits
-        return F.log_softmax(logits.index_fill(-1, self.unpredictable, float("-inf")), -1)
+        return F.log_softmax(self.mlm_head(features).index_fill(-1, self.unpredictable,
+                                                                float("-inf")), -1)
+
+    def masked_logits(self, prev_output_tokens, encoder_out, masks):
+        """MLM-head logits at the ``masks`` positions only (N_masked x V): the head's vocabulary
+        projection dominates decoding time, and unmasked slots do not need it."""
+        return self.mlm_head(self.extract_features(prev_output_tokens, encoder_out)[masks])
 
     def masked_lprobs(self, prev_output_tokens, encoder_out, masks):
-        """Decoding log-probs at the ``masks`` positions only (N_masked x V): the MLM head's
-        vocabulary projection dominates decoding time, and unmasked slots do not need it."""
-        features = self.extract_features(prev_output_tokens, encoder_out)[masks]
-        logits = self.mlm_head(features).index_fill(-1, self.unpredictable, float("-inf"))
-        return F.log_softmax(logits, -1)
+        """Decoding log-probs at the ``masks`` positions only (N_masked x V), never a token of
+        ``unpredictable``."""
+        logits = self.masked_logits(prev_output_tokens, encoder_out, masks)
+        return F.log_softmax(logits.index_fill(-1, self.unpredictable, float("-inf")), -1)
 
     def extract_features(self, prev_output_tokens, encoder_out, **unused):
         keep = prev_output_tokens.ne(self.padding_idx)
@@ -118,6 +127,16 @@ class AbnetModel(MaskPredictWithMaskToken, CMLMNATransformerModel):
         parser.add_argument("--length-loss-factor", type=float,
                             help="weight of the length loss added to the word loss (Sec. 3.3)")
         parser.add_argument("--attention-dropout", type=float, metavar="P")
+
+    def forward(self, src_tokens, src_lengths, prev_output_tokens, tgt_tokens, **kwargs):
+        """fairseq's CMLM forward; the decoder scored the [MASK] slots only (``AbnetDecoder
+        .forward``), so the word-loss targets are those slots' tokens (N_masked) and every row
+        counts."""
+        out = super().forward(src_tokens, src_lengths, prev_output_tokens, tgt_tokens, **kwargs)
+        word = out["word_ins"]
+        word["tgt"] = word["tgt"][word["mask"]]
+        word["mask"] = word["tgt"].new_ones(word["tgt"].shape, dtype=torch.bool)
+        return out
 
     @property
     def allow_length_beam(self):

@@ -138,7 +138,18 @@ def test_length_token_and_length_loss(trained_abnet):
     # word loss only on [MASK] positions of prev_target
     prev = task.inject_noise(batch["target"])
     out = model(net["src_tokens"], net["src_lengths"], prev, batch["target"])
-    assert torch.equal(out["word_ins"]["mask"], prev.eq(task.tgt_dict.mask()))
+    masks = prev.eq(task.tgt_dict.mask())
+    word = out["word_ins"]  # the MLM head ran on the [MASK] slots only: N_masked x V
+    assert word["out"].shape == (int(masks.sum()), len(task.tgt_dict))
+    assert torch.equal(word["tgt"], batch["target"][masks])
+    full = model.decoder.mlm_head(model.decoder.extract_features(prev, model.encoder(
+        net["src_tokens"], src_lengths=net["src_lengths"])))  # B x T x V, every slot
+    assert torch.allclose(word["out"], full[masks], atol=1e-5)
+    lprobs = F.log_softmax(full[masks].float(), -1)  # nat_loss on the slots, label smoothing 0.1
+    nll = -lprobs.gather(1, batch["target"][masks][:, None]).mean()
+    by_hand = 0.9 * nll - 0.1 * lprobs.mean()
+    word_loss = criterion._compute_loss(word["out"], word["tgt"], word["mask"], 0.1)["loss"]
+    assert float(word_loss) == pytest.approx(float(by_hand), abs=1e-4)
     assert abs(float(criterion._compute_loss(length["out"], length["tgt"], factor=0.1)["loss"])
                - float(expected)) < 1e-4
 
