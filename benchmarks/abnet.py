@@ -1,109 +1,294 @@
 #!/usr/bin/env python3
-"""AB-Net benchmark on the gettext de-en corpus with the packaged MiniLM BERT (CPU).
+"""AB-Net benchmark on the gettext de-en corpus (CPU): AB-Net against Mask-Predict and AR Transformers.
 
-In one run, with the same data and the same wall-clock training budget per system:
-1. per-sentence decoding latency at batch size 1: AB-Net Mask-Predict (T=10, B=4), an
-   autoregressive Transformer (beam 5) and fairseq's cmlm_transformer (T=10, B=4);
-2. BLEU of each system on the first test sentences: tokenised sacreBLEU of the WordPiece-joined
-   H- lines against the raw English test text (the recipe's pair/test.de-en.en, never fairseq's
-   T- lines) in the target BERT's basic tokenisation (MiniLM: uncased, accents stripped);
-3. training step time and peak memory of AB-Net frozen vs AB-Net FB (BERTs fine-tuned).
+In one run, with the same data and the same wall-clock training budget per system
+(``--stop-time-hours``; the updates reached are reported), through recipes/abnet/run.sh:
+
+* ``transformer``: fairseq's AR Transformer (3+3 layers, d256), beam 5, on the real targets. It
+  is the main supervised baseline, and the teacher of sequence-level distillation (Sec. 4.1,
+  AB-Net: the non-autoregressive systems train on its greedy translations of the training set).
+* ``transformer_bert_size``: an AR Transformer with the BERTs' depth and width (6+6 layers,
+  d384, as all-MiniLM-L6-v2), so that latency compares like with like.
+* ``abnet_enc``: AB-Net-Enc, the source BERT with adapters and a Transformer decoder, AR
+  (Table 3a), on the real targets.
+* ``cmlm``: fairseq's cmlm_transformer (Mask-Predict), distilled.
+* ``abnet_minilm``: AB-Net with the packaged all-MiniLM-L6-v2 on both sides, distilled.
+* ``abnet_mlm_bert``: AB-Net with small BERTs pre-trained here with an MLM head on the training
+  text of each side (examples/data/pretrain_bert.sh; kept between runs), on the same distilled
+  targets re-tokenised for them.
+
+Measured:
+1. BLEU on the test split (standard: all of it): sacreBLEU tokenize=none of the WordPiece-joined
+   H- lines against the raw English references (the recipe's pair/test.de-en.en, never fairseq's
+   T- lines) in all-MiniLM-L6-v2's basic tokenisation (lower-cased, accents stripped), the same
+   references for every system; sacreBLEU's paired bootstrap for each of the paper's comparisons.
+2. Latency (ms per sentence at batch size 1) and throughput (sentences per second at batch size
+   32) on the same first test sentences, as fairseq-generate reports its decoding time.
+3. Where AB-Net's decoding time goes: torch.profiler over AB-Net (MiniLM) decoding at batch size
+   1, by module (source BERT, decoder BERT layers, cross-attention adapters, MLM head), with the
+   decoder passes and the canvas tokens they cover.
+4. The length predictor: its top-1 canvas length against the reference length (mean absolute
+   error in WordPiece tokens, [CLS]/[SEP] included) on the BLEU sentences.
+5. Training step time and peak memory of AB-Net frozen vs AB-Net FB (BERTs fine-tuned).
 
 Writes benchmarks/results/abnet.json and benchmarks/results/abnet.png; works in
-benchmarks/work/abnet/{quick,standard} (the corpus and binarised data are kept between runs,
-every model is trained afresh; --fresh rebuilds everything).
+benchmarks/work/abnet/{quick,standard} (the corpus, binarised data and pre-trained BERTs are kept
+between runs, every translation model is trained afresh; --fresh rebuilds everything).
 Usage: benchmarks/abnet.py [--quick] [--fresh] [--work DIR]
 """
 import os
 import re
 import time
+from argparse import Namespace
+from typing import NamedTuple
 
 import harness
 from harness import BIN, PLUGIN, REPO
 
-SYSTEMS = ["abnet", "transformer", "cmlm"]
 SRC, TGT = "de", "en"  # the recipe's default direction
-DECODE = {  # as in recipes/abnet/run.sh: T=10 passes (fairseq counts from 0), B=4 lengths
-    "abnet": ["--task", "translation_abnet", "--iter-decode-max-iter", "9",
-              "--iter-decode-with-beam", "4"],
-    "cmlm": ["--task", "translation_lev", "--iter-decode-max-iter", "9",
-             "--iter-decode-with-beam", "4"],
-    "transformer": ["--task", "translation", "--beam", "5"],
+MINILM = "all-MiniLM-L6-v2"
+RECIPE = REPO / "recipes/abnet/run.sh"
+MASK_PREDICT = ["--iter-decode-max-iter", "9", "--iter-decode-with-beam", "4"]  # T=10, B=4
+# Every system's output (AR hypotheses, Mask-Predict canvases) and the distillation teacher's
+# are bounded by 1.2 |x| + 10 tokens: an undertrained model that loops (AR) or proposes long
+# canvases (length predictor) would otherwise decode to fairseq's 200 and spend the budget there.
+MAX_LEN = ["--max-len-a", "1.2", "--max-len-b", "10"]
+# The teacher's decoding of the training set for distillation: greedy (beam 5 over the 23.7k
+# sources would take half the standard budget; greedy took under 2 minutes).
+DISTILL_BEAM = 1
+DECODE = {  # as in recipes/abnet/run.sh
+    "abnet": ["--task", "translation_abnet", *MASK_PREDICT, *MAX_LEN],
+    "cmlm": ["--task", "translation_lev", *MASK_PREDICT, *MAX_LEN],
+    "abnet_enc": ["--task", "translation_bert", "--beam", "5", *MAX_LEN],
+    "transformer": ["--task", "translation", "--beam", "5", *MAX_LEN],
+    "transformer_bert_size": ["--task", "translation", "--beam", "5", *MAX_LEN],
 }
-SETTINGS = {  # training budget per system in seconds; max_train None = all pairs
-    "quick": {"budget_s": 60, "max_train": 6000, "bleu_lines": 60, "latency_lines": 10,
-              "latency_repeats": 1, "probe_updates": 8},
-    "standard": {"budget_s": 900, "max_train": None, "bleu_lines": 591, "latency_lines": 50,
-                 "latency_repeats": 3, "probe_updates": 40},
+MINILM_SYSTEMS = ["transformer", "transformer_bert_size", "abnet_enc", "cmlm", "abnet"]
+SETTINGS = {  # budget_s: training seconds per system; max_train None = all pairs; *_lines None =
+              # the whole test split
+    "quick": {"budget_s": 30, "max_train": 6000, "bleu_lines": 60, "latency_lines": 8,
+              "profile_lines": 4, "bert_minutes": 0.3, "probe_updates": 6,
+              "train_extra": ""},
+    # 45 minutes on 2 cores: 6 systems x 5 minutes in bfloat16 (compat 15; AB-Net 1.8x the
+    # updates of fp32 here), the teacher's greedy pass over the 23.7k
+    # training sources, 2 x 2 minutes of BERT pre-training, decoding and the probes. Calibrated
+    # here: the AR Transformer reached 3.38 BLEU (450 updates) in 270 s.
+    "standard": {"budget_s": 300, "max_train": None, "bleu_lines": None, "latency_lines": 64,
+                 "profile_lines": 16, "bert_minutes": 2, "probe_updates": 12,
+                 "train_extra": "--bf16"},
 }
-PAPER = {  # Guo et al. 2020, Table 1 (WMT14 En-De, newstest2014, GPU) and Sec. 4.4
+# The fairseq Transformers' optimisation (both sizes): pre-norm at lr 2e-3, which the mRASP
+# calibration found to learn fastest in minutes on this CPU (README). The BERT systems keep the
+# recipe's rates (AB-Net 5e-4 as the paper, AB-Net-Enc and cmlm 1e-3).
+AR_EXTRA = "--lr 2e-3 --encoder-normalize-before --decoder-normalize-before"
+COMPARISONS = {  # name: (baseline, system), the paper's direction: system better
+    "abnet_minilm_vs_cmlm": ("cmlm", "abnet_minilm"),  # Table 1
+    "abnet_minilm_vs_transformer": ("transformer", "abnet_minilm"),  # Table 1
+    "abnet_mlm_bert_vs_abnet_minilm": ("abnet_minilm", "abnet_mlm_bert"),  # an MLM-trained BERT
+    "abnet_enc_vs_transformer": ("transformer", "abnet_enc"),  # Table 3a
+}
+PAPER = {  # Guo et al. 2020, Table 1 (WMT14 En-De, newstest2014, GPU), Table 3a, Sec. 4.4
     "latency_ms": {"transformer": 778, "cmlm": 161, "abnet": 327},
     "ar_over_maskpredict_latency": 778 / 327,
     "ar_over_cmlm_latency": 778 / 161,
+    "bleu_wmt14_en_de": {"transformer_base": 27.3, "mask_predict": 27.03, "abnet": 28.69},
+    "bleu_iwslt14_de_en": {"transformer": 34.4, "abnet_enc": 36.0},
     "frozen_memory_saving": 0.29, "frozen_time_saving": 0.26,
 }
 
 
-def data_dir(work, system, subset):
-    return work / f"{'fairseq' if system in ('cmlm', 'transformer') else 'bert'}-{subset}"
+class System(NamedTuple):
+    work: object  # the recipe's WORKDIR
+    model: str  # the recipe's SYSTEM (its model folder)
+
+    @property
+    def kind(self):
+        return "fairseq" if self.model in ("cmlm", "transformer", "transformer_bert_size") else "bert"
+
+    def data(self, subset):
+        return self.work / f"{self.kind}-{subset}"
 
 
-def train(work, budget_s, max_train):
-    """The recipe's data preparation and training, each system for ``budget_s`` seconds;
-    returns {system: updates done}."""
-    env = {"MAX_TRAIN": max_train or "", "MAX_UPDATE": 1000000, "SKIP_GENERATE": 1,
-           "TRAIN_EXTRA": f"--stop-time-hours {budget_s / 3600:.5f}"}
-    harness.run(["bash", REPO / "recipes/abnet/run.sh", work, *SYSTEMS], env, name="recipe")
+def run_recipe(work, systems, s, **env):
+    """recipes/abnet/run.sh WORK SYSTEMS..., training only, ``s["budget_s"]`` seconds per system
+    (and ``s["train_extra"]``)."""
+    env = dict({"MAX_TRAIN": s["max_train"] or "", "MAX_UPDATE": 1000000, "SKIP_GENERATE": 1,
+                "AR_EXTRA": AR_EXTRA,
+                "TRAIN_EXTRA": f"--stop-time-hours {s['budget_s'] / 3600:.5f} {s['train_extra']}"},
+               **env)
+    return harness.run(["bash", RECIPE, work, *systems], env, name=f"recipe {' '.join(systems)}")
+
+
+def pretrain_berts(work, minutes):
+    """MLM-pretrained BERTs of each side (uncased, as the references), kept between runs:
+    {lang: folder}."""
+    out = work.parent / "mlm_berts"
+    missing = [lang for lang in (SRC, TGT) if not (out / lang / "config.json").exists()]
+    if missing:
+        harness.run(["bash", REPO / "examples/data/pretrain_bert.sh", work / "raw", out, *missing],
+                    {"MINUTES": minutes, "STEPS": 100000, "LOWERCASE": 1},
+                    name="pretrain_bert.sh")
+    return {lang: out / lang for lang in (SRC, TGT)}
+
+
+def updates_done(system):
     import torch
 
     import ptnmt_fairseq  # noqa: F401  (allow-lists fairseq checkpoint globals)
 
-    return {s: torch.load(work / s / "checkpoint_last.pt", map_location="cpu")
-            ["optimizer_history"][-1]["num_updates"] for s in SYSTEMS}
+    state = torch.load(system.work / system.model / "checkpoint_last.pt", map_location="cpu")
+    return state["optimizer_history"][-1]["num_updates"]
 
 
 def make_test_subset(work, name, lines):
-    """The first ``lines`` test sentences, binarised for both kinds of dictionary."""
-    src, tgt = SRC, TGT
+    """The first ``lines`` test sentences of WORK, binarised for both kinds of dictionary."""
     tok = work / "bert-bin" / "tok"
     small = work / f"tok-{name}"
     small.mkdir(exist_ok=True)
-    for lang in (src, tgt):
+    for lang in (SRC, TGT):
         text = (tok / f"test.{lang}").read_text().splitlines()[:lines]
         (small / f"test.{lang}").write_text("\n".join(text) + "\n")
     for kind, task in (("bert", "translation_abnet"), ("fairseq", "translation")):
         dicts = work / f"{kind}-bin"
         harness.run([BIN / "fairseq-preprocess", "--user-dir", PLUGIN, "--task", task,
-                     "-s", src, "-t", tgt, "--testpref", small / "test",
-                     "--srcdict", dicts / f"dict.{src}.txt", "--tgtdict", dicts / f"dict.{tgt}.txt",
+                     "-s", SRC, "-t", TGT, "--testpref", small / "test",
+                     "--srcdict", dicts / f"dict.{SRC}.txt", "--tgtdict", dicts / f"dict.{TGT}.txt",
                      "--destdir", work / f"{kind}-{name}", "--workers", "1"])
 
 
-def generate(work, system, subset, batch_size):
+def generate(system, subset, batch_size):
     """(fairseq-generate stdout, sentences, decoding seconds as fairseq reports them)."""
-    out = harness.run([BIN / "fairseq-generate", data_dir(work, system, subset), "--user-dir",
-                       PLUGIN, "--cpu", "--path", work / system / "checkpoint_last.pt",
-                       "--gen-subset", "test", "--batch-size", batch_size, *DECODE[system]])
+    out = harness.run([BIN / "fairseq-generate", system.data(subset), "--user-dir", PLUGIN,
+                       "--cpu", "--path", system.work / system.model / "checkpoint_last.pt",
+                       "--gen-subset", "test", "--batch-size", batch_size, *DECODE[system.model]])
     m = re.search(r"Translated ([\d,]+) sentences .* in ([\d.]+)s", out.log)
     return out.stdout, int(m.group(1).replace(",", "")), float(m.group(2))
 
 
-def latency_ms(work, system, repeats):
-    """(per-sentence decoding time in ms at batch size 1, model loading excluded, median of
-    ``repeats`` runs; sentences)."""
-    times = []
-    for _ in range(repeats):
-        _, n, seconds = generate(work, system, "latency", 1)
-        times.append(1000 * seconds / n)
-    return harness.median(times), n
+def load_abnet(system, subset):
+    """(model, task, generator, test dataset) of an AB-Net checkpoint, in eval mode, decoding as
+    fairseq-generate does with DECODE["abnet"]."""
+    from fairseq import checkpoint_utils
+
+    import ptnmt_fairseq  # noqa: F401
+
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
+        [str(system.work / system.model / "checkpoint_last.pt")],
+        arg_overrides={"data": str(system.data(subset))})
+    model = models[0].eval()
+    task.load_dataset("test")
+    generator = task.build_generator(models, Namespace(
+        iter_decode_max_iter=9, iter_decode_with_beam=4, max_len_a=1.2, max_len_b=10))
+    return model, task, generator, task.dataset("test")
+
+
+def batches(task, dataset, batch_size):
+    return task.get_batch_iterator(dataset=dataset, max_sentences=batch_size,
+                                   ignore_invalid_inputs=False).next_epoch_itr(shuffle=False)
+
+
+class ModuleProfiler:
+    """torch.profiler ranges around chosen modules (forward pre/post hooks), so the profile
+    says which module the time went to; also counts calls and the tokens they saw."""
+
+    def __init__(self, modules):  # {label: [module, ...]}
+        self.handles, self.open, self.tokens = [], [], {}
+        for label, group in modules.items():
+            for module in group:
+                self.handles.append(module.register_forward_pre_hook(self._enter(label)))
+                self.handles.append(module.register_forward_hook(self._exit))
+
+    def _enter(self, label):
+        import torch
+
+        def hook(module, inputs):
+            tensor = next((x for x in inputs if isinstance(x, torch.Tensor)), None)
+            if tensor is not None and tensor.dim() >= 2:  # B x T [x C]: tokens seen
+                self.tokens[label] = self.tokens.get(label, 0) + int(tensor.shape[0] * tensor.shape[1])
+            ctx = torch.profiler.record_function(label)
+            ctx.__enter__()
+            self.open.append(ctx)
+        return hook
+
+    def _exit(self, module, inputs, output):
+        self.open.pop().__exit__(None, None, None)
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+
+
+def profile_decoding(system, subset):
+    """torch.profiler over AB-Net decoding at batch size 1: {module: ms per sentence}, the share
+    of the decoding time, decoder passes and canvas tokens per sentence."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    model, task, generator, dataset = load_abnet(system, subset)
+    decoder_layers = list(model.decoder.bert.bert.encoder.layer)
+    labels = {
+        "source BERT + adapters": [model.encoder],
+        "decoder BERT layers": decoder_layers + [model.decoder.bert.bert.embeddings],
+        "decoder cross-attention adapters": list(model.decoder.bert.adapters.values()),
+        "output projection (MLM head)": [model.decoder.mlm_head],
+    }
+    hooks = ModuleProfiler(labels)
+    passes = ModuleProfiler({"decoder pass": [model.decoder.bert]})
+    sentences = 0
+    start = time.monotonic()
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        for sample in batches(task, dataset, 1):
+            task.inference_step(generator, [model], sample)
+            sentences += 1
+    wall = time.monotonic() - start
+    hooks.remove()
+    passes.remove()
+    totals = {e.key: e for e in prof.key_averages() if e.key in labels or e.key == "decoder pass"}
+    ms = {label: totals[label].cpu_time_total / 1000 / sentences for label in labels}
+    # AdaptedBert runs the adapters between the layers, so the four labels do not overlap.
+    per_sentence = 1000 * wall / sentences
+    ms["rest (generator, length beam, search)"] = per_sentence - sum(ms.values())
+    calls = totals["decoder pass"].count
+    return {
+        "sentences": sentences, "ms_per_sentence": round(per_sentence, 1),
+        "ms_per_sentence_by_module": {k: round(v, 1) for k, v in ms.items()},
+        "share": {k: round(v / per_sentence, 3) for k, v in ms.items()},
+        "decoder_passes_per_sentence": round(calls / sentences, 2),
+        "canvas_tokens_per_pass": round(passes.tokens["decoder pass"] / calls, 1),
+        "note": "profiled wall time includes the profiler's own overhead",
+    }
+
+
+def length_errors(system, subset):
+    """The length predictor's top-1 canvas length against the reference's ([CLS]/[SEP]
+    included): mean absolute error, mean signed error, and the means of both lengths."""
+    import torch
+
+    model, task, _, dataset = load_abnet(system, subset)
+    pad = task.target_dictionary.pad()
+    predicted, reference = [], []
+    with torch.no_grad():
+        for sample in batches(task, dataset, 32):
+            net = sample["net_input"]
+            encoder_out = model.forward_encoder([net["src_tokens"], net["src_lengths"]])
+            canvas = model.initialize_output_tokens(encoder_out, net["src_tokens"])
+            predicted += canvas.ranked_lengths[:, 0].tolist()
+            reference += sample["target"].ne(pad).sum(1).tolist()
+    diffs = [p - r for p, r in zip(predicted, reference)]
+    n = len(diffs)
+    return {"sentences": n, "mean_absolute_error": round(sum(map(abs, diffs)) / n, 2),
+            "mean_signed_error": round(sum(diffs) / n, 2),
+            "mean_predicted": round(sum(predicted) / n, 2),
+            "mean_reference": round(sum(reference) / n, 2),
+            "exact": round(sum(d == 0 for d in diffs) / n, 3)}
 
 
 def step_time_and_memory(work, finetune, updates):
     """(median seconds per update after two warm-up updates, peak process RSS in MB) of
-    ``updates`` AB-Net updates, BERTs frozen or fine-tuned."""
+    ``updates`` AB-Net (MiniLM) updates, BERTs frozen or fine-tuned."""
     cmd = ["/usr/bin/time", "-f", "MAXRSS_KB %M", BIN / "fairseq-train", work / "bert-bin",
            "--user-dir", PLUGIN, "--cpu", "--task", "translation_abnet", "--arch", "abnet_tiny",
-           "--source-bert", "all-MiniLM-L6-v2", "--target-bert", "all-MiniLM-L6-v2",
+           "--source-bert", MINILM, "--target-bert", MINILM,
            "--criterion", "nat_loss", "--label-smoothing", "0.1", "--optimizer", "adam",
            "--lr", "5e-4", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "100",
            "--max-tokens", "2048", "--max-update", str(updates), "--log-interval", "1",
@@ -117,70 +302,131 @@ def step_time_and_memory(work, finetune, updates):
     return harness.median(1.0 / u for u in ups if u > 0), rss_kb / 1024
 
 
-def plot(result):
-    probe = result["frozen_vs_fb"]
-    title = (f"AB-Net on gettext de-en, MiniLM, {os.cpu_count()} CPU cores "
-             f"({probe['updates']} probe updates)")
-    with harness.figure("abnet", 3, title, size=(13, 4)) as axes:
-        harness.bars(axes[0], result["latency_ms"], "Decoding latency",
-                     ylabel="ms / sentence (batch 1)", color="tab:blue")
-        harness.bars(axes[1], result["bleu"], "BLEU, test (same training time)", color="tab:green")
-        measured = [result["ratios"]["fb_over_frozen_step_time"],
-                    result["ratios"]["fb_over_frozen_peak_memory"]]
-        paper = [1 / (1 - PAPER["frozen_time_saving"]), 1 / (1 - PAPER["frozen_memory_saving"])]
-        harness.grouped_bars(axes[2], ["step time", "peak memory"],
-                             {"measured (CPU)": measured, "paper (GPU)": paper})
-        axes[2].axhline(1.0, color="gray", lw=0.8)
-        axes[2].set_title("FB / frozen")
+def train_all(work, s):
+    """Train every system; returns ({name: System}, {name: updates}, {step: seconds})."""
+    minilm, mlm = work / "minilm", work / "mlm_bert"
+    steps = {}
+    steps["minilm_systems"] = run_recipe(minilm, MINILM_SYSTEMS, s, DISTILL=1, TEACHER="transformer",
+                                         DISTILL_BEAM=DISTILL_BEAM,
+                                         GEN_EXTRA=" ".join(MAX_LEN)).seconds
+    berts, steps["pretrain_berts"] = harness.timed(pretrain_berts, minilm, s["bert_minutes"])
+    (mlm / "raw").parent.mkdir(parents=True, exist_ok=True)
+    if not (mlm / "raw").exists():  # the same gettext corpus
+        (mlm / "raw").symlink_to(minilm / "raw")
+    steps["abnet_mlm_bert"] = run_recipe(
+        mlm, ["abnet"], s, SRC_BERT=berts[SRC], TGT_BERT=berts[TGT],
+        TRAIN_TARGET=minilm / "distilled" / f"train.{TGT}").seconds
+    systems = {name: System(minilm, name) for name in MINILM_SYSTEMS if name != "abnet"}
+    systems["abnet_minilm"] = System(minilm, "abnet")
+    systems["abnet_mlm_bert"] = System(mlm, "abnet")
+    return systems, {name: updates_done(sys_) for name, sys_ in systems.items()}, steps, berts
 
 
 def main():
-    args = harness.parse_args(__doc__, "abnet", "also rebuild the corpus and binarised data")
+    args = harness.parse_args(__doc__, "abnet", "also rebuild the corpus, binarised data and BERTs")
     s = SETTINGS[args.mode]
-    harness.prepare_work(args.work, args.fresh, SYSTEMS)
+    work = args.work
+    model_dirs = [f"minilm/{m}" for m in MINILM_SYSTEMS] + ["mlm_bert/abnet", "minilm/distilled",
+                                                             "minilm/distilled-bin",
+                                                             "minilm/distilled-fairseq-bin",
+                                                             "mlm_bert/bert-bin",
+                                                             "mlm_bert/fairseq-bin"]
+    harness.prepare_work(work, args.fresh, model_dirs)
     start = time.monotonic()
-    updates = train(args.work, s["budget_s"], s["max_train"])
-    make_test_subset(args.work, "eval", s["bleu_lines"])
-    make_test_subset(args.work, "latency", s["latency_lines"])
-    raw = args.work / "pair" / f"test.{SRC}-{TGT}.{TGT}"  # the raw text of the decoded lines
-    refs = harness.bert_references(raw, "all-MiniLM-L6-v2", raw.with_suffix(".basic"),
-                                   first=s["bleu_lines"])
-    bleu, latency, sentences = {}, {}, {}
-    for system in SYSTEMS:
-        text, _, _ = generate(args.work, system, "eval", 16)
-        bleu[system] = harness.score_generate(text, refs, subword="wordpiece",
-                                              tokenize="none").value
-        latency[system], sentences[system] = latency_ms(args.work, system, s["latency_repeats"])
-    frozen_step, frozen_mb = step_time_and_memory(args.work, False, s["probe_updates"])
-    fb_step, fb_mb = step_time_and_memory(args.work, True, s["probe_updates"])
+    systems, updates, steps, berts = train_all(work, s)
+
+    from ptnmt_fairseq.common.scoring import ordered_hypotheses
+
+    bleu_subset = "bin" if s["bleu_lines"] is None else "eval"
+    for w in {sys_.work for sys_ in systems.values()}:
+        if s["bleu_lines"] is not None:
+            make_test_subset(w, "eval", s["bleu_lines"])
+        make_test_subset(w, "latency", s["latency_lines"])
+        make_test_subset(w, "profile", s["profile_lines"])
+    raw = work / "minilm" / "pair" / f"test.{SRC}-{TGT}.{TGT}"
+    refs = harness.bert_references(raw, MINILM, raw.with_suffix(".basic"), first=s["bleu_lines"])
+    bleu, hyps, latency, throughput = {}, {}, {}, {}
+    for name, system in systems.items():
+        text, _, _ = generate(system, bleu_subset, 32)
+        bleu[name] = harness.score_generate(text, refs, subword="wordpiece", tokenize="none").value
+        hyps[name] = ordered_hypotheses(text, refs, subword="wordpiece")
+        _, n, seconds = generate(system, "latency", 1)
+        latency[name] = round(1000 * seconds / n, 1)
+        _, n, seconds = generate(system, "latency", 32)
+        throughput[name] = round(n / seconds, 2)
+    significance = {
+        name: harness.paired_significance(hyps[base], hyps[sys_], refs, tokenize="none")
+        for name, (base, sys_) in COMPARISONS.items()}
+    profile = profile_decoding(systems["abnet_minilm"], "profile")
+    lengths = {name: length_errors(systems[name], bleu_subset)
+               for name in ("abnet_minilm", "abnet_mlm_bert")}
+    minilm_work = work / "minilm"
+    frozen_step, frozen_mb = step_time_and_memory(minilm_work, False, s["probe_updates"])
+    fb_step, fb_mb = step_time_and_memory(minilm_work, True, s["probe_updates"])
+    test_sentences = len(refs)
     result = {
-        "setup": {"corpus": "gettext de->en", "bert": "all-MiniLM-L6-v2 (both sides)",
-                  "arch": "abnet_tiny", "device": harness.device_description(),
-                  "train_budget_seconds_per_system": s["budget_s"],
-                  "max_train_pairs": s["max_train"] or "all", "updates_in_budget": updates,
-                  "bleu_test_sentences": s["bleu_lines"],
-                  "bleu": harness.scoring_description(
-                      hypotheses="WordPiece-joined H- lines", lowercase=True, tokenize="none",
-                      references_name=f"the raw references (pair/test.{SRC}-{TGT}.{TGT}, first "
-                                      f"{s['bleu_lines']} lines) in MiniLM's basic tokenisation"),
-                  "latency_sentences": sentences,
-                  "latency_repeats": s["latency_repeats"], "mode": args.mode},
+        "setup": {
+            "corpus": "gettext de->en", "mode": args.mode, "device": harness.device_description(),
+            "berts": {"abnet_minilm": f"{MINILM} (both sides)",
+                      "abnet_mlm_bert": "examples/data/pretrain_bert.sh, uncased, "
+                                        f"{s['bert_minutes']} minutes per side (4 layers, d256)"},
+            "systems": __doc__.split("Measured:")[0].split("recipes/abnet/run.sh:")[1].strip(),
+            "train_budget_seconds_per_system": s["budget_s"],
+            "max_train_pairs": s["max_train"] or "all", "updates_in_budget": updates,
+            "distillation": f"teacher: transformer (beam {DISTILL_BEAM}, at most "
+                            "1.2|x|+10 tokens) on the training sources; the non-autoregressive "
+                            "systems (cmlm, abnet_*) train on its output",
+            "ar_options": AR_EXTRA, "train_extra": s["train_extra"],
+            "decoding": {"mask_predict": "T=10 passes, B=4 lengths", "autoregressive": "beam 5",
+                         "max_length": "1.2 |x| + 10 tokens (--max-len-a/--max-len-b)"},
+            "bleu_test_sentences": test_sentences,
+            "bleu": harness.scoring_description(
+                hypotheses="WordPiece-joined H- lines", tokenize="none",
+                references_name=f"the raw references (pair/test.{SRC}-{TGT}.{TGT}) in "
+                                f"{MINILM}'s basic tokenisation (lower-cased, accents stripped)"),
+            "significance": "sacreBLEU paired bootstrap, 1000 resamples, seed 12345; ci95: the "
+                            "system's BLEU",
+            "latency_sentences": s["latency_lines"],
+        },
         "ratios": {
-            "ar_over_maskpredict_latency": round(latency["transformer"] / latency["abnet"], 3),
+            "ar_over_maskpredict_latency": round(latency["transformer"] / latency["abnet_minilm"], 3),
+            "ar_bert_size_over_maskpredict_latency":
+                round(latency["transformer_bert_size"] / latency["abnet_minilm"], 3),
             "ar_over_cmlm_latency": round(latency["transformer"] / latency["cmlm"], 3),
             "fb_over_frozen_step_time": round(fb_step / frozen_step, 3),
             "fb_over_frozen_peak_memory": round(fb_mb / frozen_mb, 3),
         },
         "bleu": bleu,
-        "latency_ms": {k: round(v, 1) for k, v in latency.items()},
+        "significance": significance,
+        "latency_ms": latency,
+        "throughput_sentences_per_s": throughput,
+        "abnet_decoding_profile": profile,
+        "length_prediction": lengths,
         "frozen_vs_fb": {
             "updates": s["probe_updates"],
             "median_step_s": {"frozen": round(frozen_step, 3), "fb": round(fb_step, 3)},
             "peak_rss_mb": {"frozen": round(frozen_mb), "fb": round(fb_mb)},
         },
+        "step_wall_s": {k: round(v, 1) for k, v in steps.items()},
     }
     harness.write_results("abnet", args.mode, result, PAPER, start)
     plot(result)
+
+
+def plot(result):
+    setup = result["setup"]
+    title = (f"AB-Net on gettext de-en ({setup['mode']}: {setup['train_budget_seconds_per_system']}"
+             f" s of training per system, {os.cpu_count()} CPU cores)")
+    with harness.figure("abnet", 3, title, size=(15, 4.5)) as axes:
+        harness.bars(axes[0], result["bleu"], f"BLEU, {setup['bleu_test_sentences']} test sentences",
+                     color="tab:green")
+        harness.bars(axes[1], result["latency_ms"], "Decoding latency",
+                     ylabel="ms / sentence (batch 1)", color="tab:blue")
+        shares = result["abnet_decoding_profile"]["ms_per_sentence_by_module"]
+        harness.bars(axes[2], shares, "AB-Net decoding (torch.profiler)", ylabel="ms / sentence",
+                     color="tab:purple")
+        for ax in axes:
+            ax.tick_params(axis="x", labelrotation=25, labelsize=8)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 #
 # Usage: recipes/abnet/run.sh WORKDIR [SYSTEM...]
 #   SYSTEM: abnet (default), abnet_fb, abnet_enc, abnet_enc_cmlm, cmlm (fairseq's Mask-Predict
-#           baseline, cmlm_transformer), transformer (autoregressive baseline)
+#           baseline, cmlm_transformer), transformer (autoregressive baseline, 3+3 layers d256),
+#           transformer_bert_size (autoregressive, with TGT_BERT's depth and width on each side:
+#           latency like for like)
 # Each system decodes the test split into WORKDIR/<system>/test.gen; BLEU is tokenised sacreBLEU
 # of its H- lines, WordPiece joined, against the raw target test text WORKDIR/pair/test.SRC-TGT.TGT
 # in TGT_BERT's basic tokenisation (never the T- lines; lower-cased when TGT_BERT is uncased).
@@ -13,11 +15,24 @@
 #   SRC_BERT, TGT_BERT            HF BERT names/dirs (default all-MiniLM-L6-v2 on both sides)
 #   MAX_TRAIN=N                   cap training pairs (default: all)
 #   MAX_UPDATE=N  MAX_TOKENS=N    training budget per system (default 600, 2048)
-#   DISTILL=1                     sequence-level KD: an AR teacher (abnet_enc) re-writes the
-#                                 training targets with fairseq-generate, students train on them
+#   DISTILL=1                     sequence-level KD (Sec. 4.1): an AR teacher re-writes the
+#                                 training targets with fairseq-generate; the non-autoregressive
+#                                 systems (abnet, abnet_fb, abnet_enc_cmlm, cmlm) train on them,
+#                                 the autoregressive ones (transformer, abnet_enc) on the real ones
+#   TEACHER=abnet_enc|transformer|transformer_bert_size
+#                                 the AR teacher (default abnet_enc; WORKDIR/TEACHER is reused
+#                                 when it is also a SYSTEM, trained first otherwise)
+#   DISTILL_BEAM=K                the teacher's beam (default 5); its detokenised output is kept
+#                                 in WORKDIR/distilled/train.TGT
+#   TRAIN_TARGET=FILE             raw target side of the training pairs, one line per line of the
+#                                 corpus (e.g. another run's WORKDIR/distilled/train.TGT: a
+#                                 teacher's output re-tokenised for other BERTs)
 #   ARCH_SIZE=tiny|iwslt|base     AB-Net preset (default tiny; see README for the paper's sizes)
-#   TRAIN_EXTRA, GEN_EXTRA        extra fairseq-train / fairseq-generate options (e.g. a
+#   TRAIN_EXTRA, GEN_EXTRA        extra fairseq-train / fairseq-generate options (GEN_EXTRA also
+#                                 reaches the distillation teacher's decoding; e.g. a
 #                                 --stop-time-hours training budget)
+#   AR_EXTRA                      extra fairseq-train options of the fairseq Transformers only
+#                                 (transformer, transformer_bert_size), e.g. a learning rate
 #   SKIP_GENERATE=1               train only
 #   AVERAGE=N  SAVE_INTERVAL=K    decode the average of the N newest checkpoints, one saved every
 #                                 K updates (default 100; the paper averages the last 10)
@@ -47,6 +62,12 @@ prepare() {
             ln -sf "$work/raw/$split.en-$lang_other.$lang" "$work/pair/$split.$src-$tgt.$lang"
         done
     done
+    if [ -n "${TRAIN_TARGET:-}" ]; then
+        local expected; expected="$(wc -l < "$work/pair/train.$src-$tgt.$src")"
+        [ "$(wc -l < "$TRAIN_TARGET")" = "$expected" ] || \
+            die "TRAIN_TARGET $TRAIN_TARGET: $(wc -l < "$TRAIN_TARGET") lines, the corpus has $expected"
+        ln -sf "$(realpath "$TRAIN_TARGET")" "$work/pair/train.$src-$tgt.$tgt"
+    fi
     # BERT ids, for AB-Net and AB-Net-Enc
     [ -f "$work/bert-bin/train.$src-$tgt.$src.bin" ] || \
         PYTHON="$python" bash "$repo/examples/data/bert_binarize.sh" "$work/pair" "$src-$tgt" "$src" "$tgt" \
@@ -92,11 +113,30 @@ train_system() {  # SYSTEM DATA_DIR SAVE_DIR
                   --label-smoothing 0.1 --lr 1e-3 --share-all-embeddings --encoder-layers 3 --decoder-layers 3
                   --encoder-embed-dim 256 --decoder-embed-dim 256 --encoder-ffn-embed-dim 1024
                   --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4) ;;
+        transformer_bert_size)
+            local shape; read -r -a shape <<< "$(bert_shape "$tgt_bert")"  # layers dim heads ffn
+            args=(--task translation --arch transformer --criterion label_smoothed_cross_entropy
+                  --label-smoothing 0.1 --lr 1e-3 --share-all-embeddings
+                  --encoder-layers "${shape[0]}" --decoder-layers "${shape[0]}"
+                  --encoder-embed-dim "${shape[1]}" --decoder-embed-dim "${shape[1]}"
+                  --encoder-attention-heads "${shape[2]}" --decoder-attention-heads "${shape[2]}"
+                  --encoder-ffn-embed-dim "${shape[3]}" --decoder-ffn-embed-dim "${shape[3]}") ;;
         *) echo "unknown system $system" >&2; exit 2 ;;
     esac
+    case "$system" in transformer*) read -r -a ar_extra <<< "${AR_EXTRA:-}"; args+=("${ar_extra[@]}") ;; esac
     "$bin/fairseq-train" "$data" "${common_train[@]}" "${args[@]}" --save-dir "$save" \
         ${TRAIN_EXTRA:-} 2>&1 | grep -E "trainable parameters|train_inner|done training|Error" || true
     [ -f "$save/checkpoint_last.pt" ] || die "$system: training failed"
+}
+
+bert_shape() {  # BERT: "layers hidden heads intermediate" of its config
+    "$python" - "$1" 2> >(grep -v "compat: applied" >&2) <<'PY'
+import sys
+from transformers import AutoConfig
+from ptnmt_fairseq.common.bert.pretrained import resolve_bert
+c = AutoConfig.from_pretrained(resolve_bert(sys.argv[1], "TGT_BERT"))
+print(c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size)
+PY
 }
 
 generate_args() {  # SYSTEM -> task + decoding options
@@ -104,45 +144,77 @@ generate_args() {  # SYSTEM -> task + decoding options
         abnet|abnet_fb|abnet_enc_cmlm) echo --task translation_abnet --iter-decode-max-iter 9 --iter-decode-with-beam 4 ;;
         cmlm) echo --task translation_lev --iter-decode-max-iter 9 --iter-decode-with-beam 4 ;;
         abnet_enc) echo --task translation_bert --beam 5 ;;
-        transformer) echo --task translation --beam 5 ;;
+        transformer|transformer_bert_size) echo --task translation --beam 5 ;;
     esac
 }
 
-data_for() { case "$1" in cmlm|transformer) echo "$work/fairseq-bin" ;; *) echo "$work/${DATA:-bert-bin}" ;; esac; }
+data_for() {  # SYSTEM: its binarised data; with DISTILL=1 the non-autoregressive ones get the teacher's
+    local distilled="${DISTILL:-0}"
+    case "$1" in
+        transformer|transformer_bert_size) echo "$work/fairseq-bin" ;;
+        abnet_enc) echo "$work/bert-bin" ;;
+        cmlm) [ "$distilled" = 1 ] && echo "$work/distilled-fairseq-bin" || echo "$work/fairseq-bin" ;;
+        *) [ "$distilled" = 1 ] && echo "$work/distilled-bin" || echo "$work/bert-bin" ;;
+    esac
+}
+
+teacher_task() { case "$1" in transformer*) echo translation ;; *) echo translation_bert ;; esac; }
 
 distill() {  # Sec. 4.1: sequence-level KD (Kim & Rush, 2016) with an AR teacher
     [ -f "$work/distilled-bin/train.$src-$tgt.$src.bin" ] && return
-    echo "== distillation: train the AR teacher (abnet_enc), re-write the training targets"
-    train_system abnet_enc "$work/bert-bin" "$work/teacher"
-    "$bin/fairseq-generate" "$work/bert-bin" --user-dir "$plugin" --cpu --task translation_bert \
-        --path "$work/teacher/checkpoint_last.pt" --gen-subset train --beam 5 --batch-size 64 \
-        > "$work/teacher/train.gen" 2>/dev/null
+    local teacher="${TEACHER:-abnet_enc}"
+    case "$teacher" in abnet_enc|transformer|transformer_bert_size) ;;
+        *) die "TEACHER=$teacher: abnet_enc, transformer or transformer_bert_size" ;; esac
+    if [ ! -f "$work/$teacher/checkpoint_last.pt" ]; then
+        echo "== distillation: train the AR teacher ($teacher)"
+        train_system "$teacher" "$(data_for "$teacher")" "$work/$teacher"
+    fi
+    echo "== distillation: $teacher re-writes the training targets (beam ${DISTILL_BEAM:-5})"
+    "$bin/fairseq-generate" "$(data_for "$teacher")" --user-dir "$plugin" --cpu --task "$(teacher_task "$teacher")" \
+        --path "$work/$teacher/checkpoint_last.pt" --gen-subset train --beam "${DISTILL_BEAM:-5}" \
+        --batch-size 128 ${GEN_EXTRA:-} > "$work/$teacher/train.gen" 2>"$work/$teacher/train.gen.log" \
+        || die "distillation: fairseq-generate failed (see $work/$teacher/train.gen.log)"
     mkdir -p "$work/distilled/tok"
-    "$python" - "$work/teacher/train.gen" "$work/distilled" "$src" "$tgt" <<'PY'
+    # H-i is training pair i: its source is line i of the tokenised corpus (not the S- line,
+    # which shows <unk> and [CLS] as the teacher's dictionary sees them).
+    "$python" - "$work/$teacher/train.gen" "$work/bert-bin/tok/train.$src" "$work/distilled" "$src" "$tgt" <<'PY'
 import sys
-gen, out, src, tgt = sys.argv[1:]
-srcs, hyps = {}, {}
+gen, source, out, src, tgt = sys.argv[1:]
+hyps = {}
 for line in open(gen, encoding="utf-8"):
-    if line.startswith("S-"):
-        i, text = line.rstrip("\n").split("\t", 1); srcs[int(i[2:])] = text
-    elif line.startswith("H-"):
-        i, _, text = line.rstrip("\n").split("\t", 2); hyps[int(i[2:])] = text
-with open(f"{out}/tok/train.{src}", "w") as fs, open(f"{out}/tok/train.{tgt}", "w") as ft:
-    for i in sorted(hyps):
-        fs.write(srcs[i].replace("[CLS] ", "") + "\n"); ft.write(hyps[i] + "\n")
+    if line.startswith("H-"):
+        i, _, text = line.rstrip("\n").split("\t", 2)
+        hyps[int(i[2:])] = text
+sources = open(source, encoding="utf-8").read().splitlines()
+if sorted(hyps) != list(range(len(sources))):
+    sys.exit(f"distillation: {gen} has {len(hyps)} translations for {len(sources)} training pairs")
+with open(f"{out}/tok/train.{src}", "w") as fs, open(f"{out}/tok/train.{tgt}", "w") as ft, \
+        open(f"{out}/train.{tgt}", "w") as raw:
+    for i, text in enumerate(sources):
+        fs.write(text + "\n"); ft.write(hyps[i] + "\n")
+        raw.write(hyps[i].replace(" ##", "") + "\n")  # WordPiece joined: TRAIN_TARGET text
 PY
     "$bin/fairseq-preprocess" --user-dir "$plugin" --task translation_abnet --source-lang "$src" --target-lang "$tgt" \
         --trainpref "$work/distilled/tok/train" --validpref "$work/bert-bin/tok/valid" --testpref "$work/bert-bin/tok/test" \
         --srcdict "$work/bert-bin/dict.$src.txt" --tgtdict "$work/bert-bin/dict.$tgt.txt" \
         --destdir "$work/distilled-bin" --workers 2 >/dev/null
+    # The same distilled text in fairseq's joined dictionary, for fairseq's cmlm_transformer
+    "$bin/fairseq-preprocess" --source-lang "$src" --target-lang "$tgt" --joined-dictionary \
+        --trainpref "$work/distilled/tok/train" --validpref "$work/bert-bin/tok/valid" --testpref "$work/bert-bin/tok/test" \
+        --srcdict "$work/fairseq-bin/dict.$src.txt" \
+        --destdir "$work/distilled-fairseq-bin" --workers 2 >/dev/null
 }
 
 echo "== prepare: gettext $src-$tgt, WordPiece with $src_bert / $tgt_bert"
 prepare
-if [ "${DISTILL:-0}" = 1 ]; then distill; DATA=distilled-bin; fi
+[ "${DISTILL:-0}" = 1 ] && distill
 for system in "${systems[@]}"; do
     echo "== train $system"
-    train_system "$system" "$(data_for "$system")" "$work/$system"
+    if [ "${DISTILL:-0}" = 1 ] && [ "$system" = "${TEACHER:-abnet_enc}" ] && [ -f "$work/$system/checkpoint_last.pt" ]; then
+        echo "(the distillation teacher, trained above)"
+    else
+        train_system "$system" "$(data_for "$system")" "$work/$system"
+    fi
     [ "${SKIP_GENERATE:-0}" = 1 ] && continue
     echo "== generate $system"
     checkpoint="$(decoded_checkpoint "$work/$system" checkpoint_last.pt)"
