@@ -18,19 +18,24 @@
 #   DISTILL=1                     sequence-level KD (Sec. 4.1): an AR teacher re-writes the
 #                                 training targets with fairseq-generate; the non-autoregressive
 #                                 systems (abnet, abnet_fb, abnet_enc_cmlm, cmlm) train on them,
-#                                 the autoregressive ones (transformer, abnet_enc) on the real ones
+#                                 the autoregressive ones (transformer, transformer_bert_size,
+#                                 abnet_enc) on the training targets
 #   TEACHER=abnet_enc|transformer|transformer_bert_size
-#                                 the AR teacher (default abnet_enc; WORKDIR/TEACHER is reused
-#                                 when it is also a SYSTEM, trained first otherwise)
-#   DISTILL_BEAM=K                the teacher's beam (default 5); its detokenised output is kept
-#                                 in WORKDIR/distilled/train.TGT
-#   TRAIN_TARGET=FILE             raw target side of the training pairs, one line per line of the
-#                                 corpus (e.g. another run's WORKDIR/distilled/train.TGT: a
-#                                 teacher's output re-tokenised for other BERTs)
+#                                 the AR teacher (default abnet_enc): WORKDIR/TEACHER/
+#                                 checkpoint_last.pt when it exists (and then not retrained as a
+#                                 SYSTEM), trained first otherwise
+#   DISTILL_BEAM=K                the teacher's beam (default 5); its output, WordPiece joined in
+#                                 TGT_BERT's basic tokenisation, is kept in WORKDIR/distilled/train.TGT
+#   TRAIN_TARGET=FILE             target side of the training pairs for every system of this
+#                                 WORKDIR, one line per line of the corpus (e.g. another run's
+#                                 WORKDIR/distilled/train.TGT: a teacher's output re-tokenised for
+#                                 other BERTs)
+#   Binarised data records what it was built from (DIR/built_as.txt); a later run that needs it
+#   built otherwise (another TRAIN_TARGET, BERT, TEACHER, beam or GEN_EXTRA) stops and names it.
 #   ARCH_SIZE=tiny|iwslt|base     AB-Net preset (default tiny; see README for the paper's sizes)
-#   TRAIN_EXTRA, GEN_EXTRA        extra fairseq-train / fairseq-generate options (GEN_EXTRA also
-#                                 reaches the distillation teacher's decoding; e.g. a
-#                                 --stop-time-hours training budget)
+#   TRAIN_EXTRA, GEN_EXTRA        extra fairseq-train / fairseq-generate options (e.g. a
+#                                 --stop-time-hours training budget in TRAIN_EXTRA; GEN_EXTRA
+#                                 also reaches the distillation teacher's decoding)
 #   AR_EXTRA                      extra fairseq-train options of the fairseq Transformers only
 #                                 (transformer, transformer_bert_size), e.g. a learning rate
 #   SKIP_GENERATE=1               train only
@@ -68,15 +73,28 @@ prepare() {
             die "TRAIN_TARGET $TRAIN_TARGET: $(wc -l < "$TRAIN_TARGET") lines, the corpus has $expected"
         ln -sf "$(realpath "$TRAIN_TARGET")" "$work/pair/train.$src-$tgt.$tgt"
     fi
+    local built="targets ${TRAIN_TARGET:-of the corpus}; $src_bert -> $tgt_bert"
     # BERT ids, for AB-Net and AB-Net-Enc
-    [ -f "$work/bert-bin/train.$src-$tgt.$src.bin" ] || \
+    if ! built_as "$work/bert-bin" "$built"; then
         PYTHON="$python" bash "$repo/examples/data/bert_binarize.sh" "$work/pair" "$src-$tgt" "$src" "$tgt" \
             "$src_bert" "$tgt_bert" "$work/bert-bin"
+        echo "$built" > "$work/bert-bin/built_as.txt"
+    fi
     # The same WordPiece text with fairseq's own joined dictionary, for fairseq's baselines
-    [ -f "$work/fairseq-bin/train.$src-$tgt.$src.bin" ] || \
+    if ! built_as "$work/fairseq-bin" "$built"; then
         "$bin/fairseq-preprocess" --source-lang "$src" --target-lang "$tgt" --joined-dictionary \
             --trainpref "$work/bert-bin/tok/train" --validpref "$work/bert-bin/tok/valid" \
             --testpref "$work/bert-bin/tok/test" --destdir "$work/fairseq-bin" --workers 2 >/dev/null
+        echo "$built" > "$work/fairseq-bin/built_as.txt"
+    fi
+}
+
+built_as() {  # DIR DESCRIPTION: true when DIR holds data built as DESCRIPTION, false when there is
+              # no DIR; stops when DIR was built otherwise (or half-built: no record)
+    local dir="$1" want="$2" have
+    [ -d "$dir" ] || return 1
+    have="$(cat "$dir/built_as.txt" 2>/dev/null || echo "unknown: no $dir/built_as.txt")"
+    [ "$have" = "$want" ] || die "$dir was built as \"$have\"; this run needs \"$want\": remove it or use another WORKDIR"
 }
 
 common_train=(--cpu --user-dir "$plugin" --optimizer adam --adam-betas '(0.9,0.98)'
@@ -115,6 +133,7 @@ train_system() {  # SYSTEM DATA_DIR SAVE_DIR
                   --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4) ;;
         transformer_bert_size)
             local shape; read -r -a shape <<< "$(bert_shape "$tgt_bert")"  # layers dim heads ffn
+            [ "${#shape[@]}" = 4 ] || die "transformer_bert_size: cannot read the shape of $tgt_bert"
             args=(--task translation --arch transformer --criterion label_smoothed_cross_entropy
                   --label-smoothing 0.1 --lr 1e-3 --share-all-embeddings
                   --encoder-layers "${shape[0]}" --decoder-layers "${shape[0]}"
@@ -124,9 +143,11 @@ train_system() {  # SYSTEM DATA_DIR SAVE_DIR
         *) echo "unknown system $system" >&2; exit 2 ;;
     esac
     case "$system" in transformer*) read -r -a ar_extra <<< "${AR_EXTRA:-}"; args+=("${ar_extra[@]}") ;; esac
-    "$bin/fairseq-train" "$data" "${common_train[@]}" "${args[@]}" --save-dir "$save" \
-        ${TRAIN_EXTRA:-} 2>&1 | grep -E "trainable parameters|train_inner|done training|Error" || true
-    [ -f "$save/checkpoint_last.pt" ] || die "$system: training failed"
+    # (pipefail: the pipeline fails when fairseq-train does)
+    if ! "$bin/fairseq-train" "$data" "${common_train[@]}" "${args[@]}" --save-dir "$save" \
+        ${TRAIN_EXTRA:-} 2>&1 | { grep -E "trainable parameters|train_inner|done training|[Ee]rror" || true; }; then
+        die "$system: fairseq-train failed (its error is above)"
+    fi
 }
 
 bert_shape() {  # BERT: "layers hidden heads intermediate" of its config
@@ -161,10 +182,11 @@ data_for() {  # SYSTEM: its binarised data; with DISTILL=1 the non-autoregressiv
 teacher_task() { case "$1" in transformer*) echo translation ;; *) echo translation_bert ;; esac; }
 
 distill() {  # Sec. 4.1: sequence-level KD (Kim & Rush, 2016) with an AR teacher
-    [ -f "$work/distilled-bin/train.$src-$tgt.$src.bin" ] && return
     local teacher="${TEACHER:-abnet_enc}"
     case "$teacher" in abnet_enc|transformer|transformer_bert_size) ;;
         *) die "TEACHER=$teacher: abnet_enc, transformer or transformer_bert_size" ;; esac
+    local built="teacher $teacher, beam ${DISTILL_BEAM:-5}, generate options: ${GEN_EXTRA:-none}"
+    built_as "$work/distilled-bin" "$built" && built_as "$work/distilled-fairseq-bin" "$built" && return
     if [ ! -f "$work/$teacher/checkpoint_last.pt" ]; then
         echo "== distillation: train the AR teacher ($teacher)"
         train_system "$teacher" "$(data_for "$teacher")" "$work/$teacher"
@@ -203,6 +225,8 @@ PY
         --trainpref "$work/distilled/tok/train" --validpref "$work/bert-bin/tok/valid" --testpref "$work/bert-bin/tok/test" \
         --srcdict "$work/fairseq-bin/dict.$src.txt" \
         --destdir "$work/distilled-fairseq-bin" --workers 2 >/dev/null
+    echo "$built" > "$work/distilled-bin/built_as.txt"
+    echo "$built" > "$work/distilled-fairseq-bin/built_as.txt"
 }
 
 echo "== prepare: gettext $src-$tgt, WordPiece with $src_bert / $tgt_bert"
