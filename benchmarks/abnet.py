@@ -53,7 +53,8 @@ MASK_PREDICT = ["--iter-decode-max-iter", "9", "--iter-decode-with-beam", "4"]  
 # bounded by 1.2 |x| + 10 tokens: an undertrained model that loops (AR) or proposes long canvases
 # (length predictor) would otherwise decode to fairseq's 200 and spend the budget there. fairseq's
 # translation_lev ignores --max-len-a/-b, so cmlm's canvases are bounded by its length classes only.
-MAX_LEN = ["--max-len-a", "1.2", "--max-len-b", "10"]
+MAX_LEN_A, MAX_LEN_B = 1.2, 10
+MAX_LEN = ["--max-len-a", str(MAX_LEN_A), "--max-len-b", str(MAX_LEN_B)]
 # The teacher's decoding of the training set for distillation: greedy (beam 5 over the 23.7k
 # sources would take half the standard budget; greedy took under 2 minutes).
 DISTILL_BEAM = 1
@@ -182,7 +183,7 @@ def load_abnet(system, subset):
     model = models[0].eval()
     task.load_dataset("test")
     generator = task.build_generator(models, Namespace(
-        iter_decode_max_iter=9, iter_decode_with_beam=4, max_len_a=1.2, max_len_b=10))
+        iter_decode_max_iter=9, iter_decode_with_beam=4, max_len_a=MAX_LEN_A, max_len_b=MAX_LEN_B))
     return model, task, generator, task.dataset("test")
 
 

@@ -126,14 +126,12 @@ train_system() {  # SYSTEM DATA_DIR SAVE_DIR
                   --encoder-embed-dim 256 --decoder-embed-dim 256 --encoder-ffn-embed-dim 1024
                   --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4
                   --apply-bert-init) ;;
-        transformer)
-            args=(--task translation --arch transformer --criterion label_smoothed_cross_entropy
-                  --label-smoothing 0.1 --lr 1e-3 --share-all-embeddings --encoder-layers 3 --decoder-layers 3
-                  --encoder-embed-dim 256 --decoder-embed-dim 256 --encoder-ffn-embed-dim 1024
-                  --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4) ;;
-        transformer_bert_size)
-            local shape; read -r -a shape <<< "$(bert_shape "$tgt_bert")"  # layers dim heads ffn
-            [ "${#shape[@]}" = 4 ] || die "transformer_bert_size: cannot read the shape of $tgt_bert"
+        transformer|transformer_bert_size)
+            local shape=(3 256 4 1024)  # layers dim heads ffn
+            if [ "$system" = transformer_bert_size ]; then
+                read -r -a shape <<< "$(bert_shape "$tgt_bert")"
+                [ "${#shape[@]}" = 4 ] || die "transformer_bert_size: cannot read the shape of $tgt_bert"
+            fi
             args=(--task translation --arch transformer --criterion label_smoothed_cross_entropy
                   --label-smoothing 0.1 --lr 1e-3 --share-all-embeddings
                   --encoder-layers "${shape[0]}" --decoder-layers "${shape[0]}"
