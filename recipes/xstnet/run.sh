@@ -13,6 +13,7 @@
 #         st_only  baseline: the same model trained on ST alone from wav2vec 2.0 (no MT data)
 #         cascade  baseline: an ASR-only model (--train-tasks asr), its test transcripts
 #                  translated by the stage-1 MT model
+#         asr      the ASR-only model alone, trained and scored (WER), without the cascade's MT
 #         all      every step above
 #   default: prepare w2v stage1 stage2 evaluate
 # Every system trains in WORKDIR/<system>/ (train.log appended; fairseq-train resumes from
@@ -29,7 +30,8 @@
 #   MAX_TRAIN=N                   cap the gettext training pairs (the external MT; default: all)
 #   VOCAB_SIZE=N                  joint sentencepiece size (default 1000)
 #   W2V_PATH=CKPT                 a fairseq wav2vec 2.0 checkpoint (e.g. wav2vec_small.pt);
-#                                 otherwise W2V_UPDATE (default 200) updates of a small one
+#                                 otherwise W2V_UPDATE (default 200) updates of a small one, or
+#                                 W2V_MINUTES of them (wall clock; warm-up W2V_WARMUP, default 500)
 #   ARCH=xstnet_tiny|xstnet       model preset (default xstnet_tiny: 2+2 layers, d128)
 #   MAX_UPDATE_MT, MAX_UPDATE_ST  updates of stage 1 / of stage 2, ST-only and ASR (default 800,
 #                                 800); WARMUP_MT, WARMUP_ST (default a tenth of them)
@@ -103,7 +105,12 @@ pretrain_w2v() {
         echo "using $W2V_PATH"; return
     fi
     [ -f "$work/w2v/checkpoint_best.pt" ] && { echo "using $work/w2v/checkpoint_best.pt"; return; }
-    MAX_UPDATE="${W2V_UPDATE:-200}" PYTHON="$python" bash "$repo/examples/data/pretrain_wav2vec2.sh" \
+    local budget=(MAX_UPDATE="${W2V_UPDATE:-200}")
+    if [ -n "${W2V_MINUTES:-}" ]; then  # a wall-clock budget: the updates are what it reaches
+        budget=(MAX_UPDATE=100000000 WARMUP="${W2V_WARMUP:-500}"
+                EXTRA="${EXTRA:-} --stop-time-hours $(awk -v m="$W2V_MINUTES" 'BEGIN { print m / 60 }')")
+    fi
+    env "${budget[@]}" PYTHON="$python" bash "$repo/examples/data/pretrain_wav2vec2.sh" \
         "$data" "$work/w2v" | grep -E "valid on|done training|Error" || true
     [ -f "$work/w2v/checkpoint_best.pt" ] || die "wav2vec 2.0 pre-training failed (see $work/w2v/train.log)"
 }
@@ -202,5 +209,6 @@ step_evaluate() {
 }
 step_st_only() { train_system st_only; decode st_only st test; }
 step_cascade() { train_system asr; cascade; }
+step_asr() { train_system asr; decode asr asr test; }
 
 run_steps "prepare w2v stage1 stage2 evaluate" "prepare w2v stage1 stage2 evaluate st_only cascade" "$@"
