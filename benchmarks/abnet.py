@@ -7,8 +7,6 @@ In one run, with the same data and the same wall-clock training budget per syste
 * ``transformer``: fairseq's AR Transformer (3+3 layers, d256), beam 5, on the real targets. It
   is the main supervised baseline, and the teacher of sequence-level distillation (Sec. 4.1,
   AB-Net: the non-autoregressive systems train on its greedy translations of the training set).
-* ``transformer_bert_size``: an AR Transformer with the BERTs' depth and width (6+6 layers,
-  d384, as all-MiniLM-L6-v2), so that latency compares like with like.
 * ``abnet_enc``: AB-Net-Enc, the source BERT with adapters and a Transformer decoder, AR
   (Table 3a), on the real targets.
 * ``cmlm``: fairseq's cmlm_transformer (Mask-Predict), distilled.
@@ -23,7 +21,13 @@ Measured:
    T- lines) in all-MiniLM-L6-v2's basic tokenisation (lower-cased, accents stripped), the same
    references for every system; sacreBLEU's paired bootstrap for each of the paper's comparisons.
 2. Latency (ms per sentence at batch size 1) and throughput (sentences per second at batch size
-   32) on the same first test sentences, as fairseq-generate reports its decoding time.
+   32) on the same first test sentences, as fairseq-generate reports its decoding time. Beside
+   them, ``transformer_bert_size``: an AR Transformer with the BERTs' depth and width (6+6 layers,
+   d384, as all-MiniLM-L6-v2), so that latency compares like with like. It is not trained: an AR
+   decoder's time depends on its shape and on how many tokens it emits, not on its weights, so a
+   randomly initialised one is made to emit, sentence by sentence, as many tokens as the trained
+   ``transformer`` did (in-process SequenceGenerator, beam 5, min_len = max_len = that count),
+   and ``transformer`` is timed the same way beside it.
 3. Where AB-Net's decoding time goes: torch.profiler over AB-Net (MiniLM) decoding at batch size
    1, by module (source BERT, decoder BERT layers, cross-attention adapters, MLM head), with the
    decoder passes and the canvas tokens they cover.
@@ -63,23 +67,26 @@ DECODE = {  # the decoding of recipes/abnet/run.sh (generate_args), plus MAX_LEN
     "cmlm": ["--task", "translation_lev", *MASK_PREDICT, *MAX_LEN],
     "abnet_enc": ["--task", "translation_bert", "--beam", "5", *MAX_LEN],
     "transformer": ["--task", "translation", "--beam", "5", *MAX_LEN],
-    "transformer_bert_size": ["--task", "translation", "--beam", "5", *MAX_LEN],
 }
-MINILM_SYSTEMS = ["transformer", "transformer_bert_size", "abnet_enc", "cmlm", "abnet"]
+MINILM_SYSTEMS = ["transformer", "abnet_enc", "cmlm", "abnet"]
+# The BLEU decoding's batch size: fairseq's cmlm pads a batch to its longest canvas (its length
+# classes reach 255 and translation_lev ignores MAX_LEN), so batches of 32 decoded 3.7x slower
+# than batches of 8 (64 sentences: 32.8 s against 8.9 s).
+BLEU_BATCH = 8
 SETTINGS = {  # budget_s: training seconds per system; max_train None = all pairs; *_lines None =
               # the whole test split
     "quick": {"budget_s": 30, "max_train": 6000, "bleu_lines": 60, "latency_lines": 8,
               "profile_lines": 4, "bert_minutes": 0.3, "probe_updates": 6,
               "train_extra": ""},
-    # 6 systems x 5 minutes in bfloat16 (compat 15; AB-Net 1.8x the updates of fp32 here), the
-    # teacher's greedy pass over the 23.7k training sources, 2 x 2 minutes of BERT pre-training,
-    # decoding and the probes: 53.6 minutes in the committed run, over the protocol's 45
-    # (decoding and probes took 14). A calibration of the AR Transformer alone, 270 s, decoded
-    # without MAX_LEN: 3.38 BLEU after 450 updates (8.53 after 486 in the run, with MAX_LEN);
-    # alone for 12 minutes, with MAX_LEN: 0.6 / 8.9 / 12.6 / 22.9 BLEU after 250 / 500 / 750 /
-    # 1000 updates (1.6 per second): 10 BLEU needs about 7 minutes.
-    "standard": {"budget_s": 300, "max_train": None, "bleu_lines": None, "latency_lines": 64,
-                 "profile_lines": 16, "bert_minutes": 2, "probe_updates": 12,
+    # 5 systems x 350 s in bfloat16 (compat 15; AB-Net 1.8x the updates of fp32 here), the
+    # teacher's greedy pass over the 23.7k training sources (2 minutes), decoding and the probes,
+    # sized for 45 minutes; the BERT pre-training (2 x 2 minutes) is kept between runs. The AR
+    # Transformer alone, with MAX_LEN: 0.6 / 8.9 / 12.6 / 22.9 BLEU after 250 / 500 / 750 / 1000
+    # updates (1.6 per second). Measured runs: 300 s per system (and a trained
+    # transformer_bert_size): 8.53 BLEU after 486 updates, 53.6 minutes; 390 s: 13.52 after 641
+    # updates, 46.3 minutes.
+    "standard": {"budget_s": 350, "max_train": None, "bleu_lines": None, "latency_lines": 64,
+                 "profile_lines": 16, "bert_minutes": 2, "probe_updates": 8,
                  "train_extra": "--bf16"},
 }
 # The fairseq Transformers' optimisation (both sizes): pre-norm at lr 2e-3, which the mRASP
@@ -108,7 +115,7 @@ class System(NamedTuple):
 
     @property
     def kind(self):
-        return "fairseq" if self.model in ("cmlm", "transformer", "transformer_bert_size") else "bert"
+        return "fairseq" if self.model in ("cmlm", "transformer") else "bert"
 
     def data(self, subset):
         return self.work / f"{self.kind}-{subset}"
@@ -168,6 +175,89 @@ def generate(system, subset, batch_size):
                        "--gen-subset", "test", "--batch-size", batch_size, *DECODE[system.model]])
     m = re.search(r"Translated ([\d,]+) sentences .* in ([\d.]+)s", out.log)
     return out.stdout, int(m.group(1).replace(",", "")), float(m.group(2))
+
+
+def hypothesis_lengths(text):
+    """{sentence id: tokens in its H- line} of fairseq-generate output (EOS not counted)."""
+    from ptnmt_fairseq.common.scoring import hypotheses_by_id
+
+    return {i: len(h.split()) for i, h in hypotheses_by_id(text, "H").items()}
+
+
+def bert_shape(bert):
+    """(layers, hidden, heads, intermediate) of a BERT's config, as recipes/abnet/run.sh reads it
+    for transformer_bert_size."""
+    from transformers import AutoConfig
+
+    from ptnmt_fairseq.common.bert.pretrained import resolve_bert
+
+    c = AutoConfig.from_pretrained(resolve_bert(bert, "bert"))
+    return c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size
+
+
+def ar_model(system, subset, shape=None):
+    """(model, task) of ``system``'s AR checkpoint on ``subset``; with ``shape`` (layers, dim,
+    heads, ffn) a randomly initialised Transformer of that shape, the checkpoint's options else."""
+    from fairseq import checkpoint_utils, tasks
+
+    import ptnmt_fairseq  # noqa: F401
+
+    state = checkpoint_utils.load_checkpoint_to_cpu(str(system.work / system.model / "checkpoint_last.pt"))
+    cfg = state["cfg"]
+    cfg.task.data = str(system.data(subset))
+    task = tasks.setup_task(cfg.task)
+    if shape is None:
+        model = task.build_model(cfg.model)
+        model.load_state_dict(state["model"])
+    else:
+        layers, dim, heads, ffn = shape
+        for side in ("encoder", "decoder"):
+            for key, value in (("layers", layers), ("embed_dim", dim), ("attention_heads", heads),
+                               ("ffn_embed_dim", ffn)):
+                setattr(cfg.model, f"{side}_{key}", value)
+        cfg.model.decoder_output_dim = cfg.model.decoder_input_dim = dim
+        model = task.build_model(cfg.model)
+    task.load_dataset("test")
+    return model.eval(), task
+
+
+def forced_length_timing(model, task, lengths, batch_size, beam=5):
+    """Seconds per sentence of beam search on ``task``'s test split, each batch made to emit
+    exactly max(``lengths`` of its sentences) tokens (min_len = max_len), and the sentences."""
+    import torch
+    from fairseq.sequence_generator import SequenceGenerator
+
+    dataset = task.dataset("test")
+    seconds, sentences = 0.0, 0
+    with torch.no_grad():
+        for sample in batches(task, dataset, batch_size):
+            n = max(lengths[i] for i in sample["id"].tolist())
+            generator = SequenceGenerator([model], task.target_dictionary, beam_size=beam,
+                                          max_len_a=0, max_len_b=n, min_len=n)
+            start = time.perf_counter()
+            generator.generate([model], sample)
+            seconds += time.perf_counter() - start
+            sentences += len(sample["id"])
+    return seconds / sentences, sentences
+
+
+def like_with_like_ar(transformer, latency_text, bert):
+    """Latency (ms, batch 1) and throughput (sentences/s, batch 32) of the trained
+    ``transformer`` and of a randomly initialised Transformer with ``bert``'s shape, both made
+    to emit the trained model's token counts on the latency sentences (batch 32: the longest of
+    the batch, so its throughput is a lower bound for both)."""
+    lengths = hypothesis_lengths(latency_text)
+    shape = bert_shape(bert)
+    out = {"shape_layers_dim_heads_ffn": list(shape), "mean_emitted_tokens":
+           round(sum(lengths.values()) / len(lengths), 2)}
+    for name, model_shape in (("transformer", None), ("transformer_bert_size", shape)):
+        model, task = ar_model(transformer, "latency", model_shape)
+        forced_length_timing(model, task, lengths, 1)  # warm-up: the first batches are slower
+        per_sentence, _ = forced_length_timing(model, task, lengths, 1)
+        per_batch_sentence, _ = forced_length_timing(model, task, lengths, 32)
+        out[name] = {"latency_ms": round(1000 * per_sentence, 1),
+                     "throughput_sentences_per_s": round(1 / per_batch_sentence, 2)}
+    return out
 
 
 def load_abnet(system, subset):
@@ -352,13 +442,18 @@ def main():
     refs = harness.bert_references(raw, MINILM, raw.with_suffix(".basic"), first=s["bleu_lines"])
     bleu, hyps, latency, throughput = {}, {}, {}, {}
     for name, system in systems.items():
-        text, _, _ = generate(system, bleu_subset, 32)
+        text, _, _ = generate(system, bleu_subset, BLEU_BATCH)
         bleu[name] = harness.score_generate(text, refs, subword="wordpiece", tokenize="none").value
         hyps[name] = ordered_hypotheses(text, refs, subword="wordpiece")
-        _, n, seconds = generate(system, "latency", 1)
+        latency_text, n, seconds = generate(system, "latency", 1)
         latency[name] = round(1000 * seconds / n, 1)
+        if name == "transformer":
+            transformer_latency_text = latency_text
         _, n, seconds = generate(system, "latency", 32)
         throughput[name] = round(n / seconds, 2)
+    forced = like_with_like_ar(systems["transformer"], transformer_latency_text, MINILM)
+    latency["transformer_bert_size"] = forced["transformer_bert_size"]["latency_ms"]
+    throughput["transformer_bert_size"] = forced["transformer_bert_size"]["throughput_sentences_per_s"]
     significance = {
         name: harness.paired_significance(hyps[base], hyps[sys_], refs, tokenize="none")
         for name, (base, sys_) in COMPARISONS.items()}
@@ -384,7 +479,7 @@ def main():
             "ar_options": AR_EXTRA, "train_extra": s["train_extra"],
             "decoding": {"mask_predict": "T=10 passes, B=4 lengths", "autoregressive": "beam 5",
                          "max_length": "1.2 |x| + 10 tokens (--max-len-a/--max-len-b)"},
-            "bleu_test_sentences": test_sentences,
+            "bleu_test_sentences": test_sentences, "bleu_decoding_batch_size": BLEU_BATCH,
             "bleu": harness.scoring_description(
                 hypotheses="WordPiece-joined H- lines", tokenize="none",
                 references_name=f"the raw references (pair/test.{SRC}-{TGT}.{TGT}) in "
@@ -397,6 +492,9 @@ def main():
             "ar_over_maskpredict_latency": round(latency["transformer"] / latency["abnet_minilm"], 3),
             "ar_bert_size_over_maskpredict_latency":
                 round(latency["transformer_bert_size"] / latency["abnet_minilm"], 3),
+            "ar_bert_size_over_ar_latency_forced":
+                round(forced["transformer_bert_size"]["latency_ms"]
+                      / forced["transformer"]["latency_ms"], 3),
             "ar_over_cmlm_latency": round(latency["transformer"] / latency["cmlm"], 3),
             "fb_over_frozen_step_time": round(fb_step / frozen_step, 3),
             "fb_over_frozen_peak_memory": round(fb_mb / frozen_mb, 3),
@@ -405,6 +503,11 @@ def main():
         "significance": significance,
         "latency_ms": latency,
         "throughput_sentences_per_s": throughput,
+        "ar_forced_length_timing": dict(forced, note=(
+            "in-process SequenceGenerator, beam 5, fp32; each batch emits exactly the trained "
+            "transformer's token count (batch 32: its longest); transformer_bert_size is "
+            "untrained, its latency_ms / throughput are the ones in latency_ms / "
+            "throughput_sentences_per_s")),
         "abnet_decoding_profile": profile,
         "length_prediction": lengths,
         "frozen_vs_fb": {
