@@ -17,3 +17,4 @@ from ptnmt_fairseq.common.multilingual import task as _multilingual_task  # noqa
 from ptnmt_fairseq import abnet  # noqa: E402,F401
 from ptnmt_fairseq import xstnet  # noqa: E402,F401
 from ptnmt_fairseq import mrasp2  # noqa: E402,F401
+from ptnmt_fairseq import lass  # noqa: E402,F401

@@ -1,5 +1,5 @@
 """``translation_multi_langtok``: many-to-many translation with language tokens (mRASP, mRASP2,
-and later LaSS and CSP).
+LaSS, and later CSP).
 
 DATA holds a joint sentencepiece model (``spm.model``), its fairseq dictionary (``dict.txt``,
 with a language token per language) and raw text per direction, ``<split>.<src>-<tgt>.<lang>``
@@ -135,7 +135,12 @@ class MultiLangTokTask(TagAsBosGenerationMixin, FairseqTask):
                                         self.cfg.sampling_temperature)
             logger.info(f"{split}: sampling ratios (T={self.cfg.sampling_temperature}) " + ", ".join(
                 f"{k} {r:.3f}" for k, r in zip(directions, ratios)))
-        self.datasets[split] = SampledMultiDataset(
+        self.datasets[split] = self.mix(directions, ratios, epoch, split, training)
+
+    def mix(self, directions, ratios, epoch, split, training):
+        """The directions as one dataset (``ratios``: sampling probabilities, None to take every
+        item once); batches may mix directions. LaSS batches one direction at a time."""
+        return SampledMultiDataset(
             directions, sampling_ratios=ratios, seed=self.cfg.seed, epoch=epoch, split=split,
             shared_collater=True, shuffle=training)
 
