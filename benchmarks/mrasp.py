@@ -257,10 +257,11 @@ COMPARISONS = {  # name: (baseline model, system model, directions pooled) - the
 }
 
 
-def significance(found):
-    """{comparison: paired bootstrap record} for every entry of COMPARISONS."""
+def significance(found, comparisons=None):
+    """{comparison: paired bootstrap record} for every entry of ``comparisons`` ({name:
+    (baseline model, system model, directions pooled)}; default COMPARISONS)."""
     result = {}
-    for name, (base, system, directions) in COMPARISONS.items():
+    for name, (base, system, directions) in (comparisons or COMPARISONS).items():
         base_hyps, refs = pooled(found, base, directions)
         result[name] = harness.paired_significance(base_hyps, pooled(found, system, directions)[0],
                                                    refs)

@@ -62,7 +62,8 @@ class OneDirectionBatches(SampledMultiDataset):
             return None
         owners = {i for i, _ in samples}
         if len(owners) != 1:
-            raise ValueError(f"a LaSS batch mixes directions {sorted(self.keys[i] for i in owners)}")
+            mixed = sorted(self.keys[i] for i in owners)
+            raise ValueError(f"a LaSS batch mixes directions {mixed}")
         i = owners.pop()
         batch = self.datasets[i].collater([s for _, s in samples])
         batch["direction"] = self.keys[i]
@@ -98,7 +99,22 @@ class LaSSTask(MultiLangTokTask):
         if self.protected:
             freeze_all_but_masked_weights(model)
         self.guard = MaskedUpdate(model, training, self.protected)
+        if self.protected:
+            self.check_new_subnetwork(model, training)
         return model
+
+    def check_new_subnetwork(self, model, training):
+        """Log how many weights the new directions own; an error when they own none (training
+        would change nothing)."""
+        new = model.union_mask(training)
+        own = sum(int((new[n] & ~self.guard.protected[n]).sum()) for n in new)
+        total = sum(m.numel() for m in new.values())
+        if own == 0:
+            raise ValueError(f"{','.join(training)}: every weight of their masks is in a protected "
+                             f"direction's mask ({','.join(self.protected)}), so nothing would "
+                             "train; find their masks with a larger --alpha")
+        logger.info(f"LaSS new pair {','.join(training)}: {own} of {total} masked weights "
+                    f"({own / total:.1%}) are theirs alone and train; the rest is frozen")
 
     def batch_direction(self, sample):
         direction = sample.get("direction") if sample else None
@@ -137,8 +153,6 @@ def freeze_all_but_masked_weights(model: LaSSTransformerModel):
     for name, param in model.named_parameters():  # a tied matrix is listed once, as embedding
         if "embed" in name or id(param) not in trainable:
             param.requires_grad_(False)
-    kept = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    logger.info(f"LaSS new pair: {kept} masked weights trainable, the rest frozen")
 
 
 class MaskedUpdate:

@@ -61,6 +61,11 @@ def test_lass_pipeline_cli_two_rank_ddp(multi_data, tmp_path):
         assert torch.equal(after[name][~inside], before[name][~inside]), name
         moved += int((after[name][inside] != before[name][inside]).sum())
     assert moved > 0
+    resumed = run_cli("fairseq-train", train_args(  # from checkpoint_last.pt, masks found again
+        data, lass, "translation_lass", "transformer_lass", "en-de,de-en", 4,
+        "--lass-mask-dir", masks))
+    assert "Loaded checkpoint" in resumed.stdout + resumed.stderr
+    assert num_updates(resumed.stdout + resumed.stderr) == 4
 
     checkpoint = lass / "checkpoint_last.pt"
     gen = run_cli("fairseq-generate", [

@@ -74,7 +74,8 @@ def test_magnitude_pruning_keeps_exactly_the_largest_weights():
 
 def test_masked_tensors_are_the_linear_weights_output_projection_optional():
     shapes = {"encoder.embed_tokens.weight": (9, 4), "encoder.layers.0.fc1.weight": (8, 4),
-              "encoder.layers.0.fc1.bias": (8,), "encoder.layers.0.self_attn_layer_norm.weight": (4,),
+              "encoder.layers.0.fc1.bias": (8,),
+              "encoder.layers.0.self_attn_layer_norm.weight": (4,),
               "decoder.embed_positions.weight": (5, 4), OUTPUT_PROJECTION: (9, 4)}
     assert masked_weight_names(shapes) == [OUTPUT_PROJECTION, "encoder.layers.0.fc1.weight"]
     assert masked_weight_names(shapes, shared_output_projection=True) == [
@@ -250,3 +251,15 @@ def test_adding_a_pair_leaves_the_protected_directions_bit_identical(multi_data,
     assert not torch.equal(after["en-fr"], before["en-fr"])  # the new pair did learn
     with pytest.raises(ValueError, match=r"protected-pairs \['en-fr'\] are also trained"):
         lass_model(data, masks, "--lass-protected-pairs", "en-fr", pairs="en-fr")
+
+
+def test_a_new_pair_whose_mask_lies_inside_the_protected_ones_is_refused(multi_data, masks,
+                                                                          tmp_path):
+    data, _ = multi_data
+    for direction in DIRECTIONS:  # en-fr's sub-network: de-en's, so it owns no weight
+        source = DirectionMask.load(
+            mask_path(masks, "de-en" if direction == "en-fr" else direction))
+        DirectionMask(direction, source.masks, source.alpha).save(mask_path(tmp_path, direction))
+    with pytest.raises(ValueError, match=r"en-fr: every weight of their masks is in a protected "
+                                         r"direction's mask \(de-en\), so nothing would train"):
+        lass_model(data, tmp_path, "--lass-protected-pairs", "de-en", pairs="en-fr")
