@@ -70,10 +70,11 @@ def magnitude_mask(weight: torch.Tensor, alpha: float) -> torch.Tensor:
     position, so the count is exact). ``alpha`` in [0, 1): 0 keeps everything."""
     if not 0.0 <= alpha < 1.0:
         raise ValueError(f"the pruning ratio alpha must be in [0, 1), got {alpha}")
-    flat = weight.detach().abs().flatten().float()
+    flat = weight.detach().abs().flatten().float().cpu()
     keep = flat.numel() - int(alpha * flat.numel())
+    order = torch.sort(flat, descending=True, stable=True).indices  # equal |w|: earlier first
     mask = torch.zeros(flat.numel(), dtype=torch.bool)
-    mask[torch.topk(flat, keep, sorted=False).indices] = True
+    mask[order[:keep]] = True
     return mask.view(weight.shape)
 
 
@@ -139,12 +140,19 @@ class DirectionMask:
         if direction is not None and header["direction"] != direction:
             raise MaskError(f"{path} holds the mask of {header['direction']}, not {direction}")
         sizes = [int(np.prod(t["shape"])) for t in header["tensors"]]
+        if bits.size != (sum(sizes) + 7) // 8:
+            raise MaskError(f"{path}: {bits.size} bytes of mask bits for {sum(sizes)} weights "
+                            "(a truncated or damaged file)")
         flat = np.unpackbits(bits, count=sum(sizes)).astype(bool)
         masks, start = {}, 0
         for tensor, size in zip(header["tensors"], sizes):
             masks[tensor["name"]] = torch.from_numpy(
                 flat[start:start + size].reshape(tensor["shape"]).copy())
             start += size
+            if int(masks[tensor["name"]].sum()) != tensor["kept"]:
+                raise MaskError(f"{path}: tensor {tensor['name']} keeps "
+                                f"{int(masks[tensor['name']].sum())} weights, its header says "
+                                f"{tensor['kept']} (a damaged file)")
         return cls(header["direction"], masks, float(header["alpha"]), header.get("source", ""))
 
     def check_fits(self, shapes: Mapping[str, Sequence[int]], expected: Iterable[str], path):

@@ -68,26 +68,30 @@ class LaSSTransformerModel(TransformerModel):
         self.masked_modules = {name: self.get_submodule(name[:-len(".weight")])
                                for name in self.masked_names}
         self.loaded: Dict[str, DirectionMask] = {}
-        self.factors: Dict[str, Dict[str, torch.Tensor]] = {}
+        self.on_device: Dict[str, Dict[str, torch.Tensor]] = {}
         self.active_direction = None
         self.materialised = None  # (direction, {name: the dense Parameter it replaced})
 
     # --- masks ------------------------------------------------------------------------------
 
-    def mask(self, direction: str) -> DirectionMask:
-        """The sub-network of ``direction``: its mask file, or for an untrained direction the
-        zero-shot combination; MaskError naming the direction and the file when neither is
-        there, or when a file does not fit this model."""
+    def mask(self, direction: str, zero_shot: bool = True) -> DirectionMask:
+        """The sub-network of ``direction``: its mask file, or (``zero_shot``) for an untrained
+        direction the zero-shot combination; MaskError naming the direction and the file when
+        neither is there, or when a file does not fit this model."""
         if direction not in self.loaded:
-            self.loaded[direction] = self.read_mask(direction)
+            self.loaded[direction] = self.read_mask(direction, zero_shot)
         return self.loaded[direction]
 
-    def read_mask(self, direction):
+    def read_mask(self, direction, zero_shot=True):
         if self.mask_dir is None:
             raise MaskError(f"no LaSS mask for {direction}: the model has no --lass-mask-dir")
         path = mask_path(self.mask_dir, direction)
         if path.is_file():
             return self.checked(DirectionMask.load(path, direction), path)
+        if not zero_shot:
+            raise MaskError(f"no LaSS mask for direction {direction}: {path} does not exist "
+                            "(a trained or protected direction needs its own mask: python -m "
+                            "ptnmt_fairseq.lass.find_masks)")
         src, tgt = split_direction(direction)
         encoder_side, decoder_side = f"{src}-{self.pivot}", f"{self.pivot}-{tgt}"
         sides = [mask_path(self.mask_dir, d) for d in (encoder_side, decoder_side)]
@@ -99,8 +103,9 @@ class LaSSTransformerModel(TransformerModel):
                 + " (python -m ptnmt_fairseq.lass.find_masks writes them)")
         logger.info(f"LaSS {direction}: zero-shot, encoder mask of {encoder_side}, "
                     f"decoder mask of {decoder_side}")
-        return zero_shot_mask(direction, self.checked(DirectionMask.load(sides[0]), sides[0]),
-                              self.checked(DirectionMask.load(sides[1]), sides[1]))
+        return zero_shot_mask(
+            direction, self.checked(DirectionMask.load(sides[0], encoder_side), sides[0]),
+            self.checked(DirectionMask.load(sides[1], decoder_side), sides[1]))
 
     def checked(self, mask: DirectionMask, path) -> DirectionMask:
         mask.check_fits(self.shapes, self.masked_names, path)
@@ -110,24 +115,34 @@ class LaSSTransformerModel(TransformerModel):
         """Key -> the weights in the sub-network of any of ``directions``."""
         return union([self.mask(d) for d in directions])
 
+    def device_masks(self, direction) -> Dict[str, torch.Tensor]:
+        """``direction``'s bool masks on the weights' device, made once (1 byte per weight)."""
+        if direction not in self.on_device:
+            self.on_device[direction] = {
+                name: self.mask(direction).masks[name].to(module._parameters["weight"].device)
+                for name, module in self.masked_modules.items()}
+        return self.on_device[direction]
+
+    def device_union(self, directions) -> Dict[str, torch.Tensor]:
+        """Key -> the weights in any of ``directions``' sub-networks, on the weights' device."""
+        masks = [self.device_masks(d) for d in directions]
+        if len(masks) == 1:
+            return masks[0]
+        return {name: torch.stack([m[name] for m in masks]).any(0) for name in masks[0]}
+
     # --- training: masked forward and backward ----------------------------------------------
 
     @contextlib.contextmanager
     def masked(self, direction: str):
         """Within the block every masked weight W reads as M ⊙ W (M: ``direction``'s mask), so
         the gradient outside M is zero. The Parameters stay the same objects (optimizer, DDP)."""
-        factors = self.factors.get(direction)
-        if factors is None:  # the 0/1 masks in the weights' dtype, made once per direction
-            factors = self.factors[direction] = {
-                name: self.mask(direction).masks[name].to(
-                    module._parameters["weight"].device, module._parameters["weight"].dtype)
-                for name, module in self.masked_modules.items()}
+        masks = self.device_masks(direction)
         swapped = []
         try:
             for name, module in self.masked_modules.items():
                 weight = module._parameters.pop("weight")
                 swapped.append((module, weight))
-                module.weight = weight * factors[name]
+                module.weight = weight * masks[name]  # bool promotes to the weight's dtype
             self.active_direction = direction
             yield self
         finally:
@@ -156,9 +171,10 @@ class LaSSTransformerModel(TransformerModel):
             name: module._parameters["weight"] for name, module in self.masked_modules.items()}
         with torch.no_grad():
             for name, module in self.masked_modules.items():
-                weight = dense[name]
+                current = module._parameters["weight"]  # its device and dtype (hub.cuda() moved it)
+                weight = dense[name].to(current.device, current.dtype)
                 module._parameters["weight"] = nn.Parameter(
-                    weight * mask.masks[name].to(weight.device, weight.dtype), requires_grad=False)
+                    weight * mask.masks[name].to(weight.device), requires_grad=False)
         self.materialised = (direction, dense)
         logger.info(f"LaSS: decoding {direction} with {mask.kept_fraction():.1%} of the masked "
                     f"weights ({mask.source or 'mask file'})")

@@ -8,7 +8,12 @@ direction, the mask picked from the batch's languages).
 zero gradient, but Adam still moves them with the momentum that other directions left (the
 pitfall of the authors' code). So around every optimizer step the weights outside the step's
 masks are saved and put back: after the step, W = where(M, W_stepped, W_before), with M the union
-of the masks of every direction in the update (all its micro-batches, ``--update-freq``).
+of the masks of every direction in the update (all its micro-batches, ``--update-freq``). A tied
+output projection is also the embedding table, which every direction reads densely: it is
+updated as a shared parameter, its mask acting in the forward pass only.
+
+Batches of one direction are interleaved round-robin across directions (training shuffles them
+anyway; validation reads them in order and may stop at ``--max-valid-steps``).
 
 **Two or more ranks** hold batches of different directions in one step. Their gradients are
 summed by DDP as usual (each rank's is zero outside its own mask); before the step the ranks
@@ -20,6 +25,7 @@ not change. Only the Linear weights inside the new direction's mask and outside 
 protected directions' masks are trained; biases, LayerNorms and embeddings (the tied output
 projection with them) are frozen. The protected directions' outputs stay bit-identical.
 """
+import itertools
 import logging
 from dataclasses import dataclass, field
 
@@ -51,11 +57,13 @@ class OneDirectionBatches(SampledMultiDataset):
                       required_batch_size_multiple=1):
         indices = np.asarray(indices)
         owner = np.searchsorted(self.cumulated_sizes, indices, side="right")
-        batches = []
-        for i in np.unique(owner):
-            batches.extend(super().batch_by_size(indices[owner == i], max_tokens, max_sentences,
-                                                 required_batch_size_multiple))
-        return batches
+        per_direction = [super(OneDirectionBatches, self).batch_by_size(
+            indices[owner == i], max_tokens, max_sentences, required_batch_size_multiple)
+            for i in np.unique(owner)]
+        # Round-robin across directions: validation reads its batches in order and may stop
+        # after --max-valid-steps, so every direction must come early (training shuffles them).
+        return [batch for group in itertools.zip_longest(*per_direction) for batch in group
+                if batch is not None]
 
     def collater(self, samples, **extra_args):
         if not samples:
@@ -91,7 +99,7 @@ class LaSSTask(MultiLangTokTask):
                              f"transformer_lass), not {type(model).__name__}")
         training = [f"{s}-{t}" for s, t in self.lang_pairs]
         for direction in training + self.protected:  # every mask checked before training starts
-            model.mask(direction)
+            model.mask(direction, zero_shot=False)
         overlap = set(training) & set(self.protected)
         if overlap:
             raise ValueError(f"--lass-protected-pairs {sorted(overlap)} are also trained "
@@ -129,7 +137,7 @@ class LaSSTask(MultiLangTokTask):
         direction = self.batch_direction(sample)
         self.guard.attach(optimizer)
         if not ignore_grad:  # a dummy batch (DDP, an exhausted rank) updates nothing
-            self.guard.note(direction)
+            self.guard.note(direction, update_num)
         with unwrap(model).masked(direction):
             return super().train_step(sample, model, criterion, optimizer, update_num,
                                       ignore_grad)
@@ -162,8 +170,10 @@ class MaskedUpdate:
     def __init__(self, model: LaSSTransformerModel, directions, protected=()):
         self.model, self.directions = model, list(directions)
         self.protected = model.union_mask(list(protected)) if protected else None
-        self.step_directions, self.saved, self.attached = set(), [], None
-        self.keep_cache = {}
+        self.step_directions, self.saved, self.attached, self.update_num = set(), [], None, None
+        # The tied embedding is used densely by every direction (the lookup): it is updated as
+        # a shared parameter; its output-projection mask acts in the forward pass only.
+        self.shared = {id(p) for name, p in model.named_parameters() if "embed" in name}
 
     def attach(self, optimizer):
         """Hook the torch optimizer inside fairseq's (once per optimizer object)."""
@@ -180,18 +190,24 @@ class MaskedUpdate:
         inner.register_step_post_hook(lambda *_: self.after_step())
         self.attached = inner
 
-    def note(self, direction):
+    def note(self, direction, update_num):
+        """``direction`` is in update ``update_num`` (a new number: an update whose step was
+        skipped, e.g. an overflow, leaves its directions behind)."""
+        if update_num != self.update_num:
+            self.step_directions, self.update_num = set(), update_num
         self.step_directions.add(direction)
 
     def update_directions(self):
         """The directions of this update on all ranks (all-reduced 0/1 vector, MAX)."""
-        present = torch.tensor([float(d in self.step_directions) for d in self.directions])
+        device = next(self.model.parameters()).device  # NCCL reduces device tensors only
+        present = torch.tensor([float(d in self.step_directions) for d in self.directions],
+                               device=device)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             from fairseq.distributed import utils as distributed_utils
 
             present = distributed_utils.all_reduce(
                 present, group=distributed_utils.get_data_parallel_group(), op="max")
-        return [d for d, p in zip(self.directions, present.tolist()) if p > 0]
+        return [d for d, p in zip(self.directions, present.cpu().tolist()) if p > 0]
 
     def updatable(self):
         """Key -> the weights this step may change."""
@@ -200,21 +216,18 @@ class MaskedUpdate:
         if not directions:
             return {name: torch.zeros(self.model.shapes[name], dtype=torch.bool)
                     for name in self.model.masked_names}
-        key = tuple(directions)
-        if key not in self.keep_cache:
-            keep = self.model.union_mask(directions)
-            if self.protected is not None:
-                keep = {name: m & ~self.protected[name] for name, m in keep.items()}
-            self.keep_cache[key] = keep
-        return self.keep_cache[key]
+        keep = self.model.device_union(directions)
+        if self.protected is not None:
+            keep = {name: m & ~self.protected[name].to(m.device) for name, m in keep.items()}
+        return keep
 
     def before_step(self):
         keep = self.updatable()
         self.saved = []
         for name, module in self.model.masked_modules.items():
             weight = module._parameters["weight"]
-            if weight.requires_grad:
-                self.saved.append((weight, keep[name].to(weight.device), weight.detach().clone()))
+            if weight.requires_grad and id(weight) not in self.shared:
+                self.saved.append((weight, keep[name], weight.detach().clone()))
 
     def after_step(self):
         with torch.no_grad():

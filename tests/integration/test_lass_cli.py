@@ -58,6 +58,8 @@ def test_lass_pipeline_cli_two_rank_ddp(multi_data, tmp_path):
              for k in DirectionMask.load(mask_path(masks, "en-de")).masks}
     moved = 0
     for name, inside in union.items():  # outside both masks nothing moved, Adam or not
+        if name == "decoder.output_projection.weight":  # tied to the shared embeddings: dense
+            continue
         assert torch.equal(after[name][~inside], before[name][~inside]), name
         moved += int((after[name][inside] != before[name][inside]).sum())
     assert moved > 0

@@ -61,9 +61,11 @@ def first_batch(task, direction, n=4):
 def test_magnitude_pruning_keeps_exactly_the_largest_weights():
     weight = torch.tensor([[0.1, -0.9, 0.3], [-0.2, 0.5, 0.0]])
     assert magnitude_mask(weight, 0.5).tolist() == [[False, True, True], [False, True, False]]
-    ties = torch.ones(10, 10)  # all |w| equal: the kept count is still exact
+    ties = torch.ones(10, 10)  # all |w| equal: the kept count is still exact, earlier first
     for alpha in (0.0, 0.1, 0.25, 0.7, 0.99):
-        assert int(magnitude_mask(ties, alpha).sum()) == 100 - int(alpha * 100)
+        kept = magnitude_mask(ties, alpha).flatten()
+        assert int(kept.sum()) == 100 - int(alpha * 100)
+        assert kept[:100 - int(alpha * 100)].all()
     weight = torch.randn(37, 53)
     mask = magnitude_mask(weight, 0.3)
     assert int(mask.sum()) == 37 * 53 - int(0.3 * 37 * 53)
@@ -97,6 +99,17 @@ def test_mask_file_round_trips_bit_packed_and_versioned(tmp_path):
     assert header["tensors"][0]["shape"] == [7, 13]
     with pytest.raises(MaskError, match="holds the mask of de-en, not fr-en"):
         DirectionMask.load(path, "fr-en")
+    header["tensors"][1]["kept"] += 1  # a damaged file: the bits disagree with the header
+    with open(tmp_path / "bad.mask.npz", "wb") as out:
+        np.savez(out, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
+                 bits=np.load(path)["bits"])
+    with pytest.raises(MaskError, match=r"tensor b.weight keeps \d+ weights, its header says "
+                                        r"\d+ \(a damaged file\)"):
+        DirectionMask.load(tmp_path / "bad.mask.npz")
+    with open(tmp_path / "short.mask.npz", "wb") as out:
+        np.savez(out, header=np.load(path)["header"], bits=np.load(path)["bits"][:-1])
+    with pytest.raises(MaskError, match="12 bytes of mask bits for 100 weights"):
+        DirectionMask.load(tmp_path / "short.mask.npz")
     (tmp_path / "junk.mask.npz").write_bytes(b"not a mask")
     with pytest.raises(MaskError, match="junk.mask.npz is not a LaSS mask file"):
         DirectionMask.load(tmp_path / "junk.mask.npz")
@@ -149,9 +162,13 @@ def test_gradients_and_adam_updates_stay_inside_the_batch_direction_mask(multi_d
     before = weight.detach().clone()
     task.train_step(first_batch(task, "en-fr"), model, criterion, optimizer, 3)
     assert weight.grad[~en_fr].abs().max() == 0 and weight.grad[en_fr].abs().max() > 0
+    untied = {n: m.weight for n, m in model.masked_modules.items() if n != OUTPUT_PROJECTION}
+    all_before = {n: w.detach().clone() for n, w in untied.items()}
     optimizer.step()
+    for n, w in untied.items():  # every masked matrix: not moved by momentum outside the mask
+        outside_n = ~model.mask("en-fr").masks[n]
+        assert torch.equal(w.detach()[outside_n], all_before[n][outside_n]), n
     outside = ~en_fr
-    assert torch.equal(weight.detach()[outside], before[outside])  # not moved by momentum
     assert not torch.equal(weight.detach()[en_fr], before[en_fr])
     # control: the same step without the guard moves weights outside en-fr's mask (Adam
     # momentum of de-en), which is what the guard prevents
@@ -178,6 +195,11 @@ def test_training_batches_hold_one_direction_each(multi_data, masks):
         assert tgt == f"LANG_TOK_{batch['direction'].split('-')[1].upper()}"
         seen.add(batch["direction"])
     assert seen == set(DIRECTIONS)
+    # validation reads batches in order and may stop early: every direction comes first
+    task.load_dataset("valid")
+    valid = task.get_batch_iterator(task.dataset("valid"), max_tokens=150, seed=1)
+    first = [b["direction"] for b, _ in zip(valid.next_epoch_itr(shuffle=False), DIRECTIONS)]
+    assert sorted(first) == sorted(DIRECTIONS)
 
 
 def test_zero_shot_combines_encoder_of_x_en_with_decoder_of_en_y(multi_data, masks):
@@ -187,6 +209,9 @@ def test_zero_shot_combines_encoder_of_x_en_with_decoder_of_en_y(multi_data, mas
     for name, mask in zero.masks.items():
         side = "de-en" if name.startswith("encoder.") else "en-fr"
         assert torch.equal(mask, model.mask(side).masks[name]), name
+    with pytest.raises(MaskError, match=r"no LaSS mask for direction de-fr: .*de-fr.mask.npz "
+                                        r"does not exist \(a trained or protected direction"):
+        lass_model(data, masks, pairs="de-fr")  # zero-shot masks are for decoding only
     with pytest.raises(MaskError, match=r"no LaSS mask for direction fr-ro: .*fr-ro.mask.npz "
                                         r"does not exist, nor does the zero-shot pair "
                                         r"fr-en.mask.npz \+ en-ro.mask.npz"):
