@@ -187,15 +187,6 @@ def zero_shot_mask(direction: str, encoder_side: DirectionMask,
                          f"decoder of {decoder_side.direction}")
 
 
-def union(masks: Sequence[DirectionMask]) -> Dict[str, torch.Tensor]:
-    """Key -> the weights in any of ``masks``."""
-    out = {name: m.clone() for name, m in masks[0].masks.items()}
-    for other in masks[1:]:
-        for name, m in other.masks.items():
-            out[name] |= m
-    return out
-
-
 def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -27,8 +27,7 @@ from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import TransformerModel, base_architecture, transformer_iwslt_de_en
 
 from ptnmt_fairseq.lass.masks import (
-    DirectionMask, MaskError, mask_path, masked_weight_names, split_direction, union,
-    zero_shot_mask,
+    DirectionMask, MaskError, mask_path, masked_weight_names, split_direction, zero_shot_mask,
 )
 
 logger = logging.getLogger(__name__)
@@ -62,7 +61,7 @@ class LaSSTransformerModel(TransformerModel):
 
     def setup_masks(self, mask_dir, shared_output_projection=False, pivot="en"):
         self.mask_dir = Path(mask_dir).resolve() if mask_dir else None
-        self.shared_output_projection, self.pivot = shared_output_projection, pivot
+        self.pivot = pivot
         self.shapes = {k: tuple(v.shape) for k, v in self.state_dict().items()}
         self.masked_names = masked_weight_names(self.shapes, shared_output_projection)
         self.masked_modules = {name: self.get_submodule(name[:-len(".weight")])
@@ -111,10 +110,6 @@ class LaSSTransformerModel(TransformerModel):
         mask.check_fits(self.shapes, self.masked_names, path)
         return mask
 
-    def union_mask(self, directions):
-        """Key -> the weights in the sub-network of any of ``directions``."""
-        return union([self.mask(d) for d in directions])
-
     def device_masks(self, direction) -> Dict[str, torch.Tensor]:
         """``direction``'s bool masks on the weights' device, made once (1 byte per weight)."""
         if direction not in self.on_device:
@@ -123,8 +118,9 @@ class LaSSTransformerModel(TransformerModel):
                 for name, module in self.masked_modules.items()}
         return self.on_device[direction]
 
-    def device_union(self, directions) -> Dict[str, torch.Tensor]:
-        """Key -> the weights in any of ``directions``' sub-networks, on the weights' device."""
+    def union_mask(self, directions) -> Dict[str, torch.Tensor]:
+        """Key -> the weights in any of ``directions``' sub-networks, on the weights' device
+        (one direction: its cached masks, not a copy)."""
         masks = [self.device_masks(d) for d in directions]
         if len(masks) == 1:
             return masks[0]

@@ -214,11 +214,11 @@ class MaskedUpdate:
         directions = self.update_directions()
         self.step_directions = set()
         if not directions:
-            return {name: torch.zeros(self.model.shapes[name], dtype=torch.bool)
-                    for name in self.model.masked_names}
-        keep = self.model.device_union(directions)
+            return {name: torch.zeros_like(m)
+                    for name, m in self.model.union_mask(self.directions[:1]).items()}
+        keep = self.model.union_mask(directions)
         if self.protected is not None:
-            keep = {name: m & ~self.protected[name].to(m.device) for name, m in keep.items()}
+            keep = {name: m & ~self.protected[name] for name, m in keep.items()}
         return keep
 
     def before_step(self):
