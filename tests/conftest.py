@@ -364,6 +364,34 @@ def xstnet_task(data, w2v, *extra):
     return build_task([data, "--w2v-path", w2v, *XSTNET_TRAIN_ARGS, *extra])
 
 
+CHIMERA_TRAIN_ARGS = [
+    "--user-dir", PLUGIN, "--task", "chimera", "--arch", "chimera_tiny", "--cpu",
+    "--criterion", "chimera_st_mt_contrastive", "--label-smoothing", "0.1", "--optimizer", "adam",
+    "--lr", "0.001", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "5",
+    "--max-tokens", "200000", "--max-tokens-text", "400", "--no-epoch-checkpoints",
+    "--num-workers", "0", "--log-interval", "1", "--no-progress-bar", "--seed", "1",
+    "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "32",
+    "--encoder-ffn-embed-dim", "64", "--shrink-channels", "32", "--memory-slots", "8",
+    "--memory-layers", "1",
+]
+
+
+def chimera_task(data, w2v, *extra):
+    """(cfg, task) of the tiny Chimera training command on ``data``."""
+    return build_task([data, "--w2v-path", w2v, *CHIMERA_TRAIN_ARGS, *extra])
+
+
+def label_smoothed_mean(lprobs, target, pad, epsilon):
+    """Label-smoothed CE per real token, written out: (1 - e - e') nll + e' sum_v -log p_v."""
+    vocab = lprobs.size(-1)
+    e_other = epsilon / (vocab - 1)
+    real = target.ne(pad)
+    nll = -lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    smooth = -lprobs.sum(-1)
+    per_token = (1 - epsilon - e_other) * nll + e_other * smooth
+    return per_token[real].sum() / real.sum()
+
+
 def copy_data(data, destination):
     shutil.copytree(data, destination)
     return destination

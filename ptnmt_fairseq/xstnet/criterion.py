@@ -1,73 +1,23 @@
-"""``xstnet_multitask``: the sum of label-smoothed cross-entropies of the tasks in a batch.
-
-A triple batch trains ST, ASR and MT on the same sentences, an external-MT batch trains MT
-(ConST's ``multitask_crossentropy_with_contrastive_with_extra_mt`` with contrastive weight 0,
-which its author says is XSTNet). Each task's loss is its mean over its own target tokens, then::
-
-    L = w_st * CE_ST + w_asr * CE_ASR + w_mt * CE_MT        (weights 1, label smoothing 0.1)
-
-fairseq divides the returned loss by ``sample_size``, so each task's token sum is rescaled to
-the first task's token count. The speech encoder runs once per batch for ST and ASR.
+"""``xstnet_multitask``: the sum of label-smoothed cross-entropies of the tasks in a batch
+(``common/speech/criterion.py``): CE_ST + CE_ASR + CE_MT on a triple batch, CE_MT on an external-MT
+batch, each averaged over its own target tokens, weights 1 and label smoothing 0.1 (ConST's
+``multitask_crossentropy_with_contrastive_with_extra_mt`` with contrastive weight 0, which its
+author says is XSTNet, ConST issue #1).
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import torch
-from fairseq import metrics, utils
 from fairseq.criterions import register_criterion
-from fairseq.criterions.label_smoothed_cross_entropy import (
-    LabelSmoothedCrossEntropyCriterion, LabelSmoothedCrossEntropyCriterionConfig,
-)
 
-from ptnmt_fairseq.common.speech.dataset import TASKS
+from ptnmt_fairseq.common.speech.criterion import (
+    SpeechTextMultitaskConfig, SpeechTextMultitaskCriterion,
+)
 
 
 @dataclass
-class XSTNetMultitaskConfig(LabelSmoothedCrossEntropyCriterionConfig):
-    st_weight: float = field(default=1.0, metadata={"help": "weight of the ST loss"})
-    asr_weight: float = field(default=1.0, metadata={"help": "weight of the ASR loss"})
-    mt_weight: float = field(default=1.0, metadata={"help": "weight of the MT loss"})
+class XSTNetMultitaskConfig(SpeechTextMultitaskConfig):
+    pass
 
 
 @register_criterion("xstnet_multitask", dataclass=XSTNetMultitaskConfig)
-class XSTNetMultitaskCriterion(LabelSmoothedCrossEntropyCriterion):
-    def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0,
-                 report_accuracy=False, st_weight=1.0, asr_weight=1.0, mt_weight=1.0):
-        super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size,
-                         report_accuracy)
-        self.weights = {"st": st_weight, "asr": asr_weight, "mt": mt_weight}
-
-    def forward(self, model, sample, reduce=True):
-        sample_size = sample["nsentences"] if self.sentence_avg else sample["ntokens"]
-        encoder_outs, total, nll_first = {}, 0.0, None
-        logging_output = {"ntokens": sample["ntokens"], "nsentences": sample["nsentences"],
-                          "sample_size": sample_size,
-                          "audio_seconds": sample.get("audio_seconds", 0.0)}
-        for name, batch in sample["tasks"].items():
-            net_input = batch["net_input"]
-            source = net_input["src_tokens"]
-            if id(source) not in encoder_outs:  # ST and ASR share the speech encoding
-                encoder_outs[id(source)] = model.encoder(source, net_input["src_lengths"])
-            net_output = model.decoder(net_input["prev_output_tokens"],
-                                       encoder_out=encoder_outs[id(source)])
-            loss, nll_loss = self.compute_loss(model, net_output, batch, reduce=reduce)
-            scale = sample_size / (batch["target"].size(0) if self.sentence_avg
-                                   else batch["ntokens"])
-            total = total + self.weights[name] * scale * loss
-            nll_first = nll_loss if nll_first is None else nll_first
-            logging_output[f"{name}_loss"] = loss.data
-            logging_output[f"{name}_ntokens"] = batch["ntokens"]
-        logging_output["loss"] = total.data
-        logging_output["nll_loss"] = nll_first.data
-        return total, sample_size, logging_output
-
-    @classmethod
-    def reduce_metrics(cls, logging_outputs) -> None:
-        super().reduce_metrics(logging_outputs)
-        for name in TASKS:
-            ntokens = sum(log.get(f"{name}_ntokens", 0) for log in logging_outputs)
-            if ntokens:
-                loss = sum(log.get(f"{name}_loss", 0) for log in logging_outputs)
-                metrics.log_scalar(f"{name}_loss", loss / ntokens / torch.log(torch.tensor(2.0)),
-                                   ntokens, round=3)
-        seconds = sum(log.get("audio_seconds", 0.0) for log in logging_outputs)
-        metrics.log_scalar_sum("audio_seconds", utils.item(seconds), round=1)
+class XSTNetMultitaskCriterion(SpeechTextMultitaskCriterion):
+    pass

@@ -11,8 +11,10 @@ import ptnmt_fairseq  # noqa: F401  (compat fixes, registrations)
 from ptnmt_fairseq.common.speech import dataset as speech_data
 from ptnmt_fairseq.common.speech import fbank
 from ptnmt_fairseq.common.speech.audio import BadAudioError, read_audio
-from ptnmt_fairseq.xstnet.model import Shrinker
-from conftest import XSTNET_TRAIN_ARGS, build_task, copy_data, rewrite_manifest, xstnet_task
+from ptnmt_fairseq.common.speech.frontend import Shrinker
+from conftest import (
+    XSTNET_TRAIN_ARGS, build_task, copy_data, label_smoothed_mean, rewrite_manifest, xstnet_task,
+)
 from tiny_wav2vec2 import num_frames
 
 BAD_AUDIO = {
@@ -192,17 +194,6 @@ def test_mt_stage_never_reads_audio(corpus, monkeypatch):
     triples = task.dataset("train").datasets[0]
     sample = triples.collater([triples[i] for i in range(4)])
     assert set(sample["tasks"]) == {"mt"} and not triples.uses_audio
-
-
-def label_smoothed_mean(lprobs, target, pad, epsilon):
-    """Label-smoothed CE per real token, written out: (1 - e - e') nll + e' sum_v -log p_v."""
-    vocab = lprobs.size(-1)
-    e_other = epsilon / (vocab - 1)
-    real = target.ne(pad)
-    nll = -lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-    smooth = -lprobs.sum(-1)
-    per_token = (1 - epsilon - e_other) * nll + e_other * smooth
-    return per_token[real].sum() / real.sum()
 
 
 def test_multitask_loss_matches_hand_computation(corpus):
