@@ -255,3 +255,76 @@ decode_multilingual() {  # DATA_DIR MODEL_DIR SRC-TGT N [LABEL]: decode the firs
     echo -n "$(basename "$model") $pair$label: "
     score "$out" "$data/$subset.$pair.${pair#*-}" --detokenized
 }
+
+# --- the speech family (XSTNet, Chimera) ------------------------------------------------------
+
+prepare_speech() {  # DATA_DIR SRC TGT: the gettext en-X corpus in $work/raw, espeak-ng speech of
+                    # the first MAX_SPEECH train / MAX_EVAL valid and test lines (default 2000,
+                    # 200) as speech-to-text manifests in DATA_DIR, one joint sentencepiece
+                    # (VOCAB_SIZE, default 1000) with dict.txt and config.yaml, and the external
+                    # MT pairs DATA_DIR/train_mt.tsv (train pairs whose source is not a transcript)
+    local data="$1" src="$2" tgt="$3" lang_other split n lang
+    lang_other="$(non_english_side "$src" "$tgt")"
+    prepare_gettext "$work/raw" "$lang_other"
+    if [ ! -f "$data/test.tsv" ]; then
+        mkdir -p "$work/speech_text"
+        for split in train valid test; do
+            n=$([ "$split" = train ] && echo "${MAX_SPEECH:-2000}" || echo "${MAX_EVAL:-200}")
+            for lang in en "$lang_other"; do
+                head -n "$n" "$work/raw/$split.en-$lang_other.$lang" > "$work/speech_text/$split.en-$lang_other.$lang"
+            done
+        done
+        PYTHON="$python" bash "$repo/examples/data/synthesize_speech.sh" "$work/speech_text" "$src" "$tgt" "$data"
+    fi
+    [ -f "$data/train_mt.tsv" ] || \
+        "$python" "$repo/examples/data/prepare_speech_vocab.py" "$data" --vocab-size "${VOCAB_SIZE:-1000}" \
+            --external-mt "$work/raw/train.en-$lang_other" --src "$src" --tgt "$tgt"
+    echo "triples: $(( $(wc -l < "$data/train.tsv") - 1 )) train, $(( $(wc -l < "$data/valid.tsv") - 1 )) valid," \
+         "$(( $(wc -l < "$data/test.tsv") - 1 )) test; external MT: $(( $(wc -l < "$data/train_mt.tsv") - 1 )) pairs"
+}
+
+pretrain_w2v() {  # DATA_DIR W2V_DIR: a small wav2vec 2.0 in W2V_DIR (examples/data/
+                  # pretrain_wav2vec2.sh, W2V_UPDATE updates, default 200, or W2V_MINUTES of
+                  # them, warm-up W2V_WARMUP), unless W2V_PATH is given or SPEECH_FRONTEND=fbank
+    local data="$1" w2v_dir="$2"
+    if [ "${SPEECH_FRONTEND:-wav2vec2}" = fbank ]; then echo "SPEECH_FRONTEND=fbank: no wav2vec 2.0"; return; fi
+    if [ -n "${W2V_PATH:-}" ]; then
+        [ -f "$W2V_PATH" ] || die "W2V_PATH=$W2V_PATH does not exist"
+        echo "using $W2V_PATH"; return
+    fi
+    [ -f "$w2v_dir/checkpoint_best.pt" ] && { echo "using $w2v_dir/checkpoint_best.pt"; return; }
+    local budget=(MAX_UPDATE="${W2V_UPDATE:-200}")
+    if [ -n "${W2V_MINUTES:-}" ]; then  # a wall-clock budget: the updates are what it reaches
+        budget=(MAX_UPDATE=100000000 WARMUP="${W2V_WARMUP:-500}"
+                EXTRA="${EXTRA:-} --stop-time-hours $(awk -v m="$W2V_MINUTES" 'BEGIN { print m / 60 }')")
+    fi
+    env "${budget[@]}" PYTHON="$python" bash "$repo/examples/data/pretrain_wav2vec2.sh" \
+        "$data" "$w2v_dir" | grep -E "valid on|done training|Error" || true
+    [ -f "$w2v_dir/checkpoint_best.pt" ] || die "wav2vec 2.0 pre-training failed (see $w2v_dir/train.log)"
+}
+
+speech_frontend_options() {  # W2V_CHECKPOINT: the model's front-end options (SPEECH_FRONTEND=fbank:
+                             # filterbanks, else wav2vec 2.0 from W2V_CHECKPOINT, FREEZE_W2V=1 frozen)
+                             # on one line
+    if [ "${SPEECH_FRONTEND:-wav2vec2}" = fbank ]; then
+        echo "--speech-frontend fbank"
+    else
+        echo "--w2v-path $1$([ "${FREEZE_W2V:-0}" = 1 ] && echo " --freeze-w2v")"
+    fi
+}
+
+require_speech_frontend() {  # W2V_CHECKPOINT: stop unless the front-end's checkpoint is there
+    if [ "${SPEECH_FRONTEND:-wav2vec2}" != fbank ] && [ ! -f "$1" ]; then
+        die "no wav2vec 2.0 checkpoint $1: run the w2v step, set W2V_PATH or SPEECH_FRONTEND=fbank"
+    fi
+}
+
+score_speech_task() {  # GEN TASK DATA_DIR: the D- lines against the raw test manifest
+                       # DATA_DIR/test.tsv: case-sensitive sacreBLEU against tgt_text (st, mt),
+                       # WER against src_text (asr)
+    if [ "$2" = asr ]; then
+        score "$1" "$3/test.tsv" --reference-column src_text --detokenized --metric wer
+    else
+        score "$1" "$3/test.tsv" --reference-column tgt_text --detokenized
+    fi
+}

@@ -70,69 +70,21 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 set_workdir "$@"; shift
 data="$work/data"
 src="${SRC:-en}"; tgt="${TGT:-fr}"
-max_speech="${MAX_SPEECH:-2000}"; max_eval="${MAX_EVAL:-200}"
 max_update_mt="${MAX_UPDATE_MT:-800}"; max_update_st="${MAX_UPDATE_ST:-800}"
 warmup_mt="${WARMUP_MT:-$(tenth_of "$max_update_mt")}"
 warmup_st="${WARMUP_ST:-$(tenth_of "$max_update_st")}"
-lang_other="$(non_english_side "$src" "$tgt")"
 w2v="${W2V_PATH:-$work/w2v/checkpoint_best.pt}"
-
-prepare() {
-    prepare_gettext "$work/raw" "$lang_other"
-    if [ ! -f "$data/test.tsv" ]; then
-        # the first MAX_SPEECH train / MAX_EVAL valid and test lines get speech
-        mkdir -p "$work/speech_text"
-        for split in train valid test; do
-            local n=$([ "$split" = train ] && echo "$max_speech" || echo "$max_eval")
-            for lang in en "$lang_other"; do
-                head -n "$n" "$work/raw/$split.en-$lang_other.$lang" > "$work/speech_text/$split.en-$lang_other.$lang"
-            done
-        done
-        PYTHON="$python" bash "$repo/examples/data/synthesize_speech.sh" "$work/speech_text" "$src" "$tgt" "$data"
-    fi
-    # joint vocabulary over transcripts, translations and the external MT text; train_mt.tsv
-    [ -f "$data/train_mt.tsv" ] || \
-        "$python" "$repo/examples/data/prepare_speech_vocab.py" "$data" --vocab-size "${VOCAB_SIZE:-1000}" \
-            --external-mt "$work/raw/train.en-$lang_other" --src "$src" --tgt "$tgt"
-    echo "triples: $(( $(wc -l < "$data/train.tsv") - 1 )) train, $(( $(wc -l < "$data/valid.tsv") - 1 )) valid," \
-         "$(( $(wc -l < "$data/test.tsv") - 1 )) test; external MT: $(( $(wc -l < "$data/train_mt.tsv") - 1 )) pairs"
-}
-
-pretrain_w2v() {
-    if [ "${SPEECH_FRONTEND:-wav2vec2}" = fbank ]; then echo "SPEECH_FRONTEND=fbank: no wav2vec 2.0"; return; fi
-    if [ -n "${W2V_PATH:-}" ]; then
-        [ -f "$W2V_PATH" ] || die "W2V_PATH=$W2V_PATH does not exist"
-        echo "using $W2V_PATH"; return
-    fi
-    [ -f "$work/w2v/checkpoint_best.pt" ] && { echo "using $work/w2v/checkpoint_best.pt"; return; }
-    local budget=(MAX_UPDATE="${W2V_UPDATE:-200}")
-    if [ -n "${W2V_MINUTES:-}" ]; then  # a wall-clock budget: the updates are what it reaches
-        budget=(MAX_UPDATE=100000000 WARMUP="${W2V_WARMUP:-500}"
-                EXTRA="${EXTRA:-} --stop-time-hours $(awk -v m="$W2V_MINUTES" 'BEGIN { print m / 60 }')")
-    fi
-    env "${budget[@]}" PYTHON="$python" bash "$repo/examples/data/pretrain_wav2vec2.sh" \
-        "$data" "$work/w2v" | grep -E "valid on|done training|Error" || true
-    [ -f "$work/w2v/checkpoint_best.pt" ] || die "wav2vec 2.0 pre-training failed (see $work/w2v/train.log)"
-}
-
-if [ "${SPEECH_FRONTEND:-wav2vec2}" = fbank ]; then
-    speech_frontend=(--speech-frontend fbank)  # log-mel filterbanks + convolutional subsampler
-else
-    speech_frontend=(--w2v-path "$w2v")
-fi
+read -r -a speech_frontend <<< "$(speech_frontend_options "$w2v")"
 common_train=(--task xstnet --arch "${ARCH:-xstnet_tiny}" "${speech_frontend[@]}"
     --criterion xstnet_multitask --label-smoothing 0.1 --optimizer adam --adam-betas '(0.9,0.98)'
     --lr-scheduler inverse_sqrt --clip-norm 10 --max-tokens "${MAX_TOKENS:-400000}"
     --max-tokens-text "${MAX_TOKENS_TEXT:-2000}" --skip-bad-audio --log-interval 20)
-if [ "${FREEZE_W2V:-0}" = 1 ]; then common_train+=(--freeze-w2v); fi
 read -r -a averaging <<< "$(average_options)"  # AVERAGE=N: keep N update checkpoints
 common_train+=("${averaging[@]}")
 
 train_system() {  # SYSTEM: fairseq-train into $work/SYSTEM
     local system="$1" args
-    if [ "${SPEECH_FRONTEND:-wav2vec2}" != fbank ] && [ ! -f "$w2v" ]; then
-        die "no wav2vec 2.0 checkpoint $w2v: run the w2v step, set W2V_PATH or SPEECH_FRONTEND=fbank"
-    fi
+    require_speech_frontend "$w2v"
     case "$system" in
         stage1)  # MT pre-training on the triples' text and the external pairs; no audio is read
             # shellcheck disable=SC2207
@@ -165,15 +117,7 @@ decode() {  # SYSTEM TASK SUBSET [fairseq-generate options]: $work/SYSTEM/SUBSET
     score_task "$out" "$task"
 }
 
-score_task() {  # GEN TASK: its D- lines against the raw test references (every decoded subset is
-                # the test split: cascade_test holds its rows with the ASR transcripts as sources):
-                # case-sensitive sacreBLEU against tgt_text (st, mt), WER against src_text (asr)
-    if [ "$2" = asr ]; then
-        score "$1" "$data/test.tsv" --reference-column src_text --detokenized --metric wer
-    else
-        score "$1" "$data/test.tsv" --reference-column tgt_text --detokenized
-    fi
-}
+score_task() { score_speech_task "$1" "$2" "$data"; }  # GEN TASK: scored against test.tsv
 
 cascade() {  # the ASR model's test transcripts -> a text manifest -> the stage-1 MT model
     [ -f "$work/stage1/checkpoint_best.pt" ] || die "cascade: run stage1 first (its MT model)"
@@ -199,8 +143,8 @@ PY
     echo -n "cascade st test: "; score_task "$work/cascade/test.st.gen" st
 }
 
-step_prepare() { prepare; }
-step_w2v() { pretrain_w2v; }
+step_prepare() { prepare_speech "$data" "$src" "$tgt"; }
+step_w2v() { pretrain_w2v "$data" "$work/w2v"; }
 step_stage1() { train_system stage1; }
 step_stage2() { train_system stage2; }
 step_evaluate() {

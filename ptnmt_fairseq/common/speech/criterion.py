@@ -10,6 +10,7 @@ mean over its own target tokens, then::
 fairseq divides the returned loss by ``sample_size``, so each task's token sum is rescaled to
 the first task's token count. The speech is encoded once per batch for ST and ASR.
 """
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -83,9 +84,9 @@ class SpeechTextMultitaskCriterion(LabelSmoothedCrossEntropyCriterion):
                                    ntokens, round=3)
         sample_size = sum(log.get("sample_size", 0) for log in logging_outputs)
         for name in cls.extra_loss_names:
-            loss = sum(log.get(f"{name}_loss", 0) for log in logging_outputs)
-            if sample_size:  # per sample_size unit, as the total loss (not in bits)
-                metrics.log_scalar(f"{name}_loss", utils.item(loss) / sample_size,
-                                   sample_size, round=3)
+            losses = [log[f"{name}_loss"] for log in logging_outputs if f"{name}_loss" in log]
+            if losses and sample_size:  # in bits per sample_size unit, as fairseq's loss
+                metrics.log_scalar(f"{name}_loss", utils.item(sum(losses)) / sample_size
+                                   / math.log(2), sample_size, round=3)
         seconds = sum(log.get("audio_seconds", 0.0) for log in logging_outputs)
         metrics.log_scalar_sum("audio_seconds", utils.item(seconds), round=1)
