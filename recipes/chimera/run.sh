@@ -13,7 +13,7 @@
 #                  batches kept in the mix
 #         evaluate ST BLEU and MT BLEU of stage 2 on the test split (also stage 1's MT BLEU)
 #         no_mt    the comparison without external MT: ST + MT + contrastive on the triples
-#                  alone, from scratch, with stage 2's budget
+#                  alone, from scratch, for the budget of both stages (updates or minutes)
 #         all      every step above
 #   default: prepare w2v stage1 stage2 evaluate
 # Every system trains in WORKDIR/<system>/ (train.log appended; fairseq-train resumes from
@@ -36,7 +36,7 @@
 #   MEMORY_SLOTS=M                memory size (default 64, the authors' scripts)
 #   MEMORY_LAYERS=N               memory layers (default: the preset's, 2 tiny, 3 chimera)
 #   CONTRASTIVE_WEIGHT=W          weight of the contrastive loss (default 1)
-#   MAX_UPDATE_MT, MAX_UPDATE_ST  updates of stage 1 / of stage 2 and no_mt (default 800, 800);
+#   MAX_UPDATE_MT, MAX_UPDATE_ST  updates of stage 1 / of stage 2 (default 800, 800; no_mt: both);
 #                                 WARMUP_MT, WARMUP_ST (default a tenth of them)
 #   MINUTES_MT, MINUTES_ST        wall-clock budgets (--stop-time-hours) instead of updates
 #   LR_MT, LR_ST                  peak learning rates (default 1e-3, 1e-3)
@@ -99,10 +99,17 @@ train_system() {  # SYSTEM: fairseq-train into $work/SYSTEM
             args=(--train-tasks st,mt --external-mt train_mt.tsv
                   --external-mt-ratio "${EXTERNAL_MT_RATIO:-0.25}"
                   --finetune-from-model "$work/stage1/checkpoint_best.pt") ;;
-        no_mt)   args=(--train-tasks st,mt) ;;  # the triples only: no external MT, no stage 1
+        no_mt)   # the triples only (no external MT, no stage 1), for both stages' budget
+            local minutes=""
+            if [ -n "${MINUTES_MT:-}" ] && [ -n "${MINUTES_ST:-}" ]; then
+                minutes="$(awk -v a="$MINUTES_MT" -v b="$MINUTES_ST" 'BEGIN { print a + b }')"
+            fi
+            # shellcheck disable=SC2207
+            args=(--train-tasks st,mt --lr "${LR_ST:-1e-3}" --warmup-updates "$warmup_st"
+                  $(budget_options "$((max_update_mt + max_update_st))" "$minutes")) ;;
         *) die "unknown system $system" ;;
     esac
-    if [ "$system" != stage1 ]; then
+    if [ "$system" = stage2 ]; then
         # shellcheck disable=SC2207
         args+=(--lr "${LR_ST:-1e-3}" --warmup-updates "$warmup_st"
                $(budget_options "$max_update_st" "${MINUTES_ST:-}"))
