@@ -303,13 +303,14 @@ pretrain_w2v() {  # DATA_DIR W2V_DIR: a small wav2vec 2.0 in W2V_DIR (examples/d
     [ -f "$w2v_dir/checkpoint_best.pt" ] || die "wav2vec 2.0 pre-training failed (see $w2v_dir/train.log)"
 }
 
-speech_frontend_options() {  # W2V_CHECKPOINT: the model's front-end options (SPEECH_FRONTEND=fbank:
-                             # filterbanks, else wav2vec 2.0 from W2V_CHECKPOINT, FREEZE_W2V=1 frozen)
-                             # on one line
+set_speech_frontend() {  # W2V_CHECKPOINT: the array speech_frontend = the model's front-end options
+                         # (SPEECH_FRONTEND=fbank: filterbanks, else wav2vec 2.0 from
+                         # W2V_CHECKPOINT, frozen with FREEZE_W2V=1)
     if [ "${SPEECH_FRONTEND:-wav2vec2}" = fbank ]; then
-        echo "--speech-frontend fbank"
+        speech_frontend=(--speech-frontend fbank)
     else
-        echo "--w2v-path $1$([ "${FREEZE_W2V:-0}" = 1 ] && echo " --freeze-w2v")"
+        speech_frontend=(--w2v-path "$1")
+        if [ "${FREEZE_W2V:-0}" = 1 ]; then speech_frontend+=(--freeze-w2v); fi
     fi
 }
 

@@ -11,9 +11,10 @@ memory slots t_i against its M speech memory slots s_j (``common/contrastive.py`
 
 tau = 0.1. The softmax axis is the authors': for each *text* slot the softmax runs over the
 sentence's *speech* slots (their ``cross_entropy`` takes the speech slots as the class
-dimension), so each text slot picks its own speech slot out of the M, and the gradient moves the
-speech slots towards the text memory the MT data trained. Negatives are the other slots of the
-same sentence only, and neither side is detached (as the authors). L_ctr is a sum, divided like
+dimension), so each text slot must pick out its own speech slot among the M: the text memory,
+which MT data trains, is the anchor, and the speech slots are what is told apart. Negatives are
+the other slots of the same sentence only, and neither side is detached (as the authors), so
+both memories move. L_ctr is a sum, divided like
 the cross-entropies by the batch's target tokens (``sample_size``), as in the authors' code.
 External MT batches carry no speech, so they get CE_MT only.
 """

@@ -22,7 +22,8 @@ Where the paper is silent the authors' code decides (Glaciohound/Chimera-ST,
   convolutional position embedding already encodes order); text gets sinusoidal positions.
   With ``--speech-frontend fbank`` speech gets sinusoidal positions (fairseq's S2T Transformer),
   since filterbanks carry no position.
-- d512, 6+6 layers, 8 heads, FFN 2048, pre-norm, dropout 0.1.
+- d512, 6+6 layers, 8 heads, FFN 2048, pre-norm; dropout, attention dropout and activation
+  dropout 0.1 (the scripts' ``--dropout``, ``--attention-dropout``, ``--activation-dropout``).
 
 Departure: the authors' key padding mask over h is all zeros, so the memory attends to padded
 frames and a sentence's memory depends on how its batch is padded. Here padded steps are masked
@@ -110,7 +111,9 @@ class ChimeraEncoder(AcousticFrontEndMixin, FairseqEncoder):
 
     Returns fairseq's encoder-output dict with ``encoder_out`` = [memory, M x B x d] and an
     all-False ``encoder_padding_mask`` (B x M), so fairseq's decoder attends to the memory only;
-    ``contextual_out`` and ``contextual_padding_mask`` hold h (T x B x d) and its padding."""
+    ``contextual_out`` and ``contextual_padding_mask`` hold h (T x B x d) and its padding for
+    inspection (``reorder_encoder_out``, used by beam search, keeps only what the decoder
+    reads)."""
 
     def __init__(self, args, dictionary, transformer, memory, wav2vec2=None):
         super().__init__(dictionary)

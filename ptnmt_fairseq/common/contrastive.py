@@ -28,7 +28,7 @@ def contrastive_loss(anchors: torch.Tensor, positives: torch.Tensor,
     leading dimensions indexing groups; ``anchors[..., i, :]`` and ``positives[..., i, :]`` are a
     pair. Computed in float32 at least (cosines of half-precision vectors are too coarse at
     tau = 0.1)."""
-    dtype = torch.promote_types(anchors.dtype, torch.float32)
+    dtype = torch.promote_types(torch.promote_types(anchors.dtype, positives.dtype), torch.float32)
     anchors = F.normalize(anchors.to(dtype), dim=-1, eps=1e-8)
     positives = F.normalize(positives.to(dtype), dim=-1, eps=1e-8)
     similarity = anchors @ positives.transpose(-1, -2)  # (..., N anchors, N positives)

@@ -23,6 +23,21 @@ def masked_mean(states: torch.Tensor, padding: torch.Tensor = None) -> torch.Ten
     return (states * keep).sum(dim=0) / keep.sum(dim=0).clamp(min=1.0)
 
 
+def refuse_torch_ddp(model: torch.nn.Module, component: str):
+    """Stop when ``model`` is wrapped in torch's DistributedDataParallel (``--ddp-backend
+    pytorch_ddp``/``c10d``) while ``component`` calls ``model.encoder``/``model.decoder``
+    directly: torch DDP synchronises gradients only for passes through its own ``forward``, so
+    each worker would train on its own gradients until fairseq stops with "gradients are
+    inconsistent between workers". fairseq's ``legacy_ddp`` all-reduces after the backward pass
+    and is what these criteria are tested with."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if isinstance(getattr(model, "module", None), DistributedDataParallel):
+        raise ValueError(f"{component} runs the encoder and the decoder separately, whose "
+                         "gradients torch's DistributedDataParallel does not synchronise: "
+                         "train with --ddp-backend legacy_ddp")
+
+
 def count_parameters(model: torch.nn.Module):
     """(trainable, total) number of parameters."""
     total = sum(p.numel() for p in model.parameters())

@@ -19,7 +19,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 )
 
 from ptnmt_fairseq.common.contrastive import DEFAULT_LAMBDA, DEFAULT_TEMPERATURE, contrastive_loss
-from ptnmt_fairseq.common.modeling import masked_mean
+from ptnmt_fairseq.common.modeling import masked_mean, refuse_torch_ddp
 
 
 @dataclass
@@ -53,6 +53,7 @@ class LabelSmoothedCrossEntropyWithContrastiveCriterion(LabelSmoothedCrossEntrop
         self.contrastive_lambda, self.temperature = contrastive_lambda, temperature
 
     def forward(self, model, sample, reduce=True):
+        refuse_torch_ddp(model, "label_smoothed_cross_entropy_with_contrastive")
         net_input = sample["net_input"]
         encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
         net_output = model.decoder(net_input["prev_output_tokens"], encoder_out=encoder_out)

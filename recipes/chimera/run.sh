@@ -13,7 +13,8 @@
 #                  batches kept in the mix
 #         evaluate ST BLEU and MT BLEU of stage 2 on the test split (also stage 1's MT BLEU)
 #         no_mt    the comparison without external MT: ST + MT + contrastive on the triples
-#                  alone, from scratch, for the budget of both stages (updates or minutes)
+#                  alone, from scratch, for the budget of both stages (updates or minutes),
+#                  with stage 2's learning rate and warm-up
 #         all      every step above
 #   default: prepare w2v stage1 stage2 evaluate
 # Every system trains in WORKDIR/<system>/ (train.log appended; fairseq-train resumes from
@@ -75,7 +76,7 @@ max_update_mt="${MAX_UPDATE_MT:-800}"; max_update_st="${MAX_UPDATE_ST:-800}"
 warmup_mt="${WARMUP_MT:-$(tenth_of "$max_update_mt")}"
 warmup_st="${WARMUP_ST:-$(tenth_of "$max_update_st")}"
 w2v="${W2V_PATH:-$work/w2v/checkpoint_best.pt}"
-read -r -a speech_frontend <<< "$(speech_frontend_options "$w2v")"
+set_speech_frontend "$w2v"
 common_train=(--task chimera --arch "${ARCH:-chimera_tiny}" "${speech_frontend[@]}"
     --memory-slots "${MEMORY_SLOTS:-64}" --criterion chimera_st_mt_contrastive
     --contrastive-weight "${CONTRASTIVE_WEIGHT:-1}" --label-smoothing 0.1 --optimizer adam
@@ -103,6 +104,8 @@ train_system() {  # SYSTEM: fairseq-train into $work/SYSTEM
             local minutes=""
             if [ -n "${MINUTES_MT:-}" ] && [ -n "${MINUTES_ST:-}" ]; then
                 minutes="$(awk -v a="$MINUTES_MT" -v b="$MINUTES_ST" 'BEGIN { print a + b }')"
+            elif [ -n "${MINUTES_MT:-}${MINUTES_ST:-}" ]; then
+                die "no_mt trains for both stages' budget: set both MINUTES_MT and MINUTES_ST, or neither"
             fi
             # shellcheck disable=SC2207
             args=(--train-tasks st,mt --lr "${LR_ST:-1e-3}" --warmup-updates "$warmup_st"

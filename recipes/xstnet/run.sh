@@ -74,7 +74,7 @@ max_update_mt="${MAX_UPDATE_MT:-800}"; max_update_st="${MAX_UPDATE_ST:-800}"
 warmup_mt="${WARMUP_MT:-$(tenth_of "$max_update_mt")}"
 warmup_st="${WARMUP_ST:-$(tenth_of "$max_update_st")}"
 w2v="${W2V_PATH:-$work/w2v/checkpoint_best.pt}"
-read -r -a speech_frontend <<< "$(speech_frontend_options "$w2v")"
+set_speech_frontend "$w2v"
 common_train=(--task xstnet --arch "${ARCH:-xstnet_tiny}" "${speech_frontend[@]}"
     --criterion xstnet_multitask --label-smoothing 0.1 --optimizer adam --adam-betas '(0.9,0.98)'
     --lr-scheduler inverse_sqrt --clip-norm 10 --max-tokens "${MAX_TOKENS:-400000}"

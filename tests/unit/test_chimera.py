@@ -44,6 +44,11 @@ def test_memory_ignores_padding_and_never_lets_slots_see_each_other():
         noisy = memory(garbage, padding)
     assert torch.allclose(batch[:, 1], alone[:, 0], atol=1e-5)
     assert torch.allclose(noisy[:, 1], batch[:, 1], atol=1e-5)
+    # ... but it reads the real steps
+    changed = states.clone()
+    changed[2, 1] = torch.randn(16)  # not a constant shift, which pre-norm LayerNorm removes
+    with torch.no_grad():
+        assert not torch.allclose(memory(changed, padding)[:, 1], batch[:, 1], atol=1e-3)
     # slot 0's output does not depend on the other slots' queries
     with torch.no_grad():
         before = memory(states, padding)[0]
@@ -104,6 +109,7 @@ def test_speech_and_text_reach_the_same_decoder_through_m_slots(corpus):
     keys_seen = []
     hook = model.decoder.layers[0].encoder_attn.register_forward_hook(
         lambda module, args, kwargs, out: keys_seen.append(kwargs["key"].shape), with_kwargs=True)
+    encoder_steps = []
     with torch.no_grad():
         for name in ("st", "mt"):
             net_input = sample["tasks"][name]["net_input"]
@@ -112,10 +118,11 @@ def test_speech_and_text_reach_the_same_decoder_through_m_slots(corpus):
             encoded = model.encoder(net_input["src_tokens"], net_input["src_lengths"])
             again, _ = model.decoder(net_input["prev_output_tokens"], encoder_out=encoded)
             assert torch.equal(logits, again)
+            encoder_steps.append(encoded["contextual_out"][0].size(0))
     hook.remove()
-    # cross-attention keys: 8 memory slots for speech and for text, never the T encoder steps
+    # cross-attention keys: the 8 memory slots for speech and for text, never the T steps of h
     assert [shape[0] for shape in keys_seen] == [8] * 4
-    assert sample["tasks"]["st"]["net_input"]["src_tokens"].size(1) != 8
+    assert all(steps != 8 for steps in encoder_steps), encoder_steps
 
 
 def test_contrastive_loss_matches_a_hand_computation():
@@ -173,14 +180,40 @@ def test_criterion_is_st_plus_mt_plus_contrastive_by_hand(corpus):
 
 def test_external_mt_batches_get_no_contrastive_loss(corpus):
     data, w2v = corpus
-    cfg, task = chimera_task(data, w2v, "--train-tasks", "mt")
+    cfg, task = chimera_task(data, w2v, "--external-mt", "train_mt.tsv")
     model = task.build_model(cfg.model).eval()
+    criterion = task.build_criterion(cfg.criterion)
+    task.load_dataset("train")
+    triples, external = task.dataset("train").datasets
+    with torch.no_grad():
+        _, _, text_log = criterion(model, external.collater([external[i] for i in range(3)]))
+        _, _, triple_log = criterion(model, triples.collater([triples[i] for i in range(3)]))
+    assert "mt_loss" in text_log and "contrastive_loss" not in text_log
+    assert "st_loss" not in text_log
+    assert {"st_loss", "mt_loss", "contrastive_loss"} <= triple_log.keys()
+
+
+def test_torch_ddp_is_refused_with_the_backend_that_works(corpus):
+    """torch's DistributedDataParallel does not synchronise gradients of passes that bypass its
+    forward, as this criterion's do; legacy_ddp does (tested through the CLI)."""
+    import torch.distributed as dist
+    from fairseq.distributed import ModuleProxyWrapper
+    from conftest import free_port
+
+    data, w2v = corpus
+    cfg, task = chimera_task(data, w2v)
+    model = task.build_model(cfg.model)
     criterion = task.build_criterion(cfg.criterion)
     task.load_dataset("valid")
     dataset = task.dataset("valid")
-    with torch.no_grad():
-        _, _, log = criterion(model, dataset.collater([dataset[i] for i in range(3)]))
-    assert "mt_loss" in log and "contrastive_loss" not in log and "st_loss" not in log
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0,
+                            world_size=1)
+    try:
+        wrapped = ModuleProxyWrapper(torch.nn.parallel.DistributedDataParallel(model))
+        with pytest.raises(ValueError, match="--ddp-backend legacy_ddp"):
+            criterion(wrapped, dataset.collater([dataset[i] for i in range(2)]))
+    finally:
+        dist.destroy_process_group()
 
 
 def test_bad_memory_options_are_refused(corpus):
@@ -191,3 +224,21 @@ def test_bad_memory_options_are_refused(corpus):
     cfg, task = chimera_task(data, w2v, "--contrastive-temperature", "0")
     with pytest.raises(ValueError, match="--contrastive-temperature 0"):
         task.build_criterion(cfg.criterion)
+
+
+def test_an_update_never_mixes_triples_and_external_mt(corpus):
+    """With --update-freq N, batches come N of one kind at a time (fairseq's mult_rate), so
+    the logged losses and the contrastive term of an update come from one kind of data."""
+    data, w2v = corpus
+    _, task = chimera_task(data, w2v, "--external-mt", "train_mt.tsv", "--update-freq", "2",
+                           "--batch-size", "4")
+    task.load_dataset("train")
+    iterator = task.get_batch_iterator(task.dataset("train"), max_tokens=200000, max_sentences=4,
+                                       seed=1, epoch=1)
+    kinds = ["st" in b["tasks"] for b in iterator.next_epoch_itr(shuffle=True)]
+    assert len(kinds) % 2 == 0 and True in kinds and False in kinds
+    assert all(kinds[i] == kinds[i + 1] for i in range(0, len(kinds), 2))
+    _, task = chimera_task(data, w2v, "--external-mt", "train_mt.tsv", "--update-freq", "1000")
+    task.load_dataset("train")
+    with pytest.raises(ValueError, match="triples: .* fewer than --update-freq x workers = 1000"):
+        task.get_batch_iterator(task.dataset("train"), max_tokens=200000, seed=1, epoch=1)

@@ -297,3 +297,20 @@ def test_manifest_rows_split_at_newline_only(tmp_path):
     rows = speech_data.read_manifest(manifest)
     assert [r["src_text"] for r in rows] == ["one\u2028two", "carriage\rreturn"]
     assert [r["_line"] for r in rows] == [2, 3]
+
+
+@pytest.mark.parametrize("frontend", ["wav2vec2", "fbank"])
+def test_state_dict_keys_of_existing_checkpoints_are_kept(corpus, frontend):
+    """The front-end moved into common/speech/frontend.py; checkpoints keep their keys."""
+    data, w2v = corpus
+    extra = ["--speech-frontend", "fbank"] if frontend == "fbank" else []
+    cfg, task = xstnet_task(data, w2v, *extra)
+    keys = set(task.build_model(cfg.model).state_dict())
+    expected = {"encoder.transformer.layers.0.fc1.weight", "decoder.layers.0.fc1.weight",
+                "encoder.transformer.embed_tokens.weight"}
+    expected |= ({"encoder.fbank.subsampler.conv_layers.0.weight"} if frontend == "fbank" else
+                 {"encoder.shrinker.convs.0.weight", "encoder.shrinker.convs.1.bias",
+                  "encoder.wav2vec2.encoder.layers.0.fc1.weight"})
+    assert expected <= keys
+    assert all(k.startswith(("encoder.wav2vec2.", "encoder.shrinker.", "encoder.fbank.",
+                             "encoder.transformer.", "decoder.")) for k in keys)

@@ -19,6 +19,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterion, LabelSmoothedCrossEntropyCriterionConfig,
 )
 
+from ptnmt_fairseq.common.modeling import refuse_torch_ddp
 from ptnmt_fairseq.common.speech.dataset import TASKS
 
 
@@ -41,6 +42,7 @@ class SpeechTextMultitaskCriterion(LabelSmoothedCrossEntropyCriterion):
         self.weights = {"st": st_weight, "asr": asr_weight, "mt": mt_weight}
 
     def forward(self, model, sample, reduce=True):
+        refuse_torch_ddp(model, f"the {type(self).__name__} criterion")
         sample_size = sample["nsentences"] if self.sentence_avg else sample["ntokens"]
         encodings, total, nll_first = {}, 0.0, None
         logging_output = {"ntokens": sample["ntokens"], "nsentences": sample["nsentences"],
@@ -64,6 +66,7 @@ class SpeechTextMultitaskCriterion(LabelSmoothedCrossEntropyCriterion):
         for name, loss in self.extra_losses(model, sample, encodings).items():
             total = total + loss  # already in the units of sample_size (a sum)
             logging_output[f"{name}_loss"] = loss.data
+            logging_output[f"{name}_sample_size"] = sample_size
         logging_output["loss"] = total.data
         logging_output["nll_loss"] = nll_first.data
         return total, sample_size, logging_output
@@ -82,11 +85,13 @@ class SpeechTextMultitaskCriterion(LabelSmoothedCrossEntropyCriterion):
                 loss = sum(log.get(f"{name}_loss", 0) for log in logging_outputs)
                 metrics.log_scalar(f"{name}_loss", loss / ntokens / torch.log(torch.tensor(2.0)),
                                    ntokens, round=3)
-        sample_size = sum(log.get("sample_size", 0) for log in logging_outputs)
         for name in cls.extra_loss_names:
-            losses = [log[f"{name}_loss"] for log in logging_outputs if f"{name}_loss" in log]
-            if losses and sample_size:  # in bits per sample_size unit, as fairseq's loss
-                metrics.log_scalar(f"{name}_loss", utils.item(sum(losses)) / sample_size
-                                   / math.log(2), sample_size, round=3)
+            # over the batches that computed it (not external-MT batches), in bits per
+            # sample_size unit, as fairseq's loss
+            size = sum(log.get(f"{name}_sample_size", 0) for log in logging_outputs)
+            if size:
+                loss = sum(log.get(f"{name}_loss", 0) for log in logging_outputs)
+                metrics.log_scalar(f"{name}_loss", utils.item(loss) / size / math.log(2), size,
+                                   round=3)
         seconds = sum(log.get("audio_seconds", 0.0) for log in logging_outputs)
         metrics.log_scalar_sum("audio_seconds", utils.item(seconds), round=1)

@@ -27,7 +27,7 @@ import logging
 from argparse import Namespace
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from fairseq.data import Dictionary, encoders
 from fairseq.data.audio.data_cfg import S2TDataConfig
@@ -78,6 +78,7 @@ class SpeechTextTaskConfig(FairseqDataclass):
         default=False, metadata={"help": "drop rows with missing/unreadable/empty/mismatched "
                                          "audio (logged) instead of stopping"},
     )
+    update_freq: Any = II("optimization.update_freq")
     seed: int = II("common.seed")
     train_subset: str = II("dataset.train_subset")
     max_sentences: Optional[int] = II("dataset.batch_size")
@@ -223,18 +224,42 @@ class SpeechTextTask(TagAsBosGenerationMixin, FairseqTask):
         batch_samplers = dataset.get_batch_samplers(
             [1.0, self.cfg.external_mt_ratio], required_batch_size_multiple, seed
         )
+        mult_rate = self.batches_per_update(epoch)
+        check_group_sizes(batch_samplers, mult_rate * num_shards, ("triples", "external MT"))
         return GroupedEpochBatchIterator(
             dataset=dataset, collate_fn=dataset.collater, batch_samplers=batch_samplers,
             seed=seed, num_shards=num_shards, shard_id=shard_id, num_workers=num_workers,
-            epoch=epoch, mult_rate=1, buffer_size=data_buffer_size,
+            epoch=epoch, mult_rate=mult_rate, buffer_size=data_buffer_size,
             skip_remainder_batch=skip_remainder_batch,
         )
+
+    def batches_per_update(self, epoch):
+        """--update-freq of ``epoch``: that many batches of one kind follow each other, so an
+        update never mixes triples and external MT (fairseq's joint S2T task does the same)."""
+        update_freq = list(self.cfg.update_freq or [1])
+        return int(update_freq[min(epoch, len(update_freq)) - 1])
 
     def build_bpe(self, args):
         return self.bpe
 
     def build_tokenizer(self, args):
         return None
+
+
+def check_group_sizes(batch_samplers, step, names):
+    """fairseq's ``GroupedEpochBatchIterator`` keeps a multiple of ``step`` (update_freq x
+    workers) batches of each kind per epoch: say what that drops, and stop when it drops a kind
+    entirely."""
+    for name, batches in zip(names, batch_samplers):
+        kept = len(batches) // step * step
+        if batches and not kept:
+            raise ValueError(
+                f"{name}: {len(batches)} batches per epoch, fewer than --update-freq x workers = "
+                f"{step}, so every one would be dropped: use smaller batches (--max-tokens, "
+                "--max-tokens-text) or a smaller --update-freq")
+        if kept < len(batches):
+            logger.warning(f"{name}: {len(batches) - kept} of {len(batches)} batches left out "
+                           f"this epoch (a multiple of --update-freq x workers = {step} is used)")
 
 
 def parse_tasks(text):
