@@ -141,8 +141,9 @@ def valid_st_loss_curve(log_path):
 
 def plot(result, sizes):
     setup = result["setup"]
-    title = (f"Chimera, espeak-ng en->fr, {setup['train_triples']} triples, {setup['model']} "
-             f"({setup['mode']})")
+    size = "3+3 layers d256 bf16" if "--bf16" in setup["model"] else "2+2 layers d128"
+    title = (f"Chimera vs XSTNet, espeak-ng en->fr, {setup['train_triples']} triples, {size}, "
+             f"{setup['speech_frontend']} ({setup['mode']})")
     st = result["bleu"]
     with harness.figure("chimera", 3, title, size=(14, 4)) as axes:
         main = f"m{MAIN_M}"
@@ -156,7 +157,10 @@ def plot(result, sizes):
                               "MT (stage 2)": [result["mt_bleu"]["chimera"][f"m{m}"] for m in sizes],
                               "MT (stage 1)": [result["stage1_mt_bleu"]["chimera"][f"m{m}"]
                                                for m in sizes]})
-        axes[1].set_title("BLEU by memory size M")
+        axes[1].axhline(result["stage1_mt_bleu"]["xstnet"]["no_memory"], color="tab:orange",
+                        linestyle="--", label="XSTNet MT (stage 1)")
+        axes[1].legend()
+        axes[1].set_title("Chimera BLEU by memory size M")
         for name, curve in result["valid_st_loss_curve"].items():
             axes[2].plot([c[0] for c in curve], [c[1] for c in curve], marker="o", label=name)
         axes[2].set_title("valid ST loss, bits per token (ST-stage models)")
