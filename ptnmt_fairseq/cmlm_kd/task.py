@@ -1,0 +1,82 @@
+"""``translation_cmlm_kd``: the BERT family's ``translation_bert`` task (the student's vocabulary
+is the teacher's WordPiece vocabulary, ids = BERT ids) whose training split carries the C-MLM
+teacher's soft labels (``--soft-labels DIR``, written by ``dump_soft_labels``), for the
+``cmlm_kd`` criterion and any fairseq seq2seq architecture (``transformer``, ``lstm``, ...).
+
+The store is checked against the binarised training target and the target dictionary when the
+split is loaded (``soft_labels.SoftLabelStore``); each batch gets ``soft_ids`` and ``soft_logits``
+(B x T x K, aligned with ``target``; K = ``--kd-topk``, 8 as the authors), looked up by the
+batch's dataset indices, so fairseq's filtering and shuffling cannot shift them.
+"""
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+from fairseq.data import BaseWrapperDataset
+from fairseq.tasks import register_task
+
+from ptnmt_fairseq.common.bert.task import TranslationBertConfig, TranslationBertTask
+
+from ptnmt_fairseq.cmlm_kd.soft_labels import SoftLabelStore
+
+DEFAULT_KD_TOPK = 8  # the authors' --kd_topk
+
+
+@dataclass
+class CmlmKdTaskConfig(TranslationBertConfig):
+    soft_labels: Optional[str] = field(default=None, metadata={
+        "help": "soft-label store of the training split (dump_soft_labels output)"})
+    kd_topk: int = field(default=DEFAULT_KD_TOPK, metadata={
+        "help": "teacher logits per token used in training, of the K stored (paper: 8)"})
+
+
+class SoftLabelDataset(BaseWrapperDataset):
+    """A ``LanguagePairDataset`` whose batches also hold the store's labels of their sentences."""
+
+    def __init__(self, dataset, store: SoftLabelStore, pad: int):
+        super().__init__(dataset)
+        self.store, self.pad = store, pad
+
+    def collater(self, samples):
+        batch = self.dataset.collater(samples)
+        if not batch:
+            return batch
+        target = batch["target"]
+        if self.dataset.left_pad_target:
+            raise ValueError("--soft-labels needs right-padded targets (no --left-pad-target)")
+        ids = torch.full((*target.shape, self.store.k), self.pad, dtype=torch.long)
+        logits = torch.zeros((*target.shape, self.store.k), dtype=torch.float16)
+        for row, index in enumerate(batch["id"].tolist()):
+            sentence_ids, sentence_logits = self.store.labels(index)
+            ids[row, :len(sentence_ids)] = torch.from_numpy(np.asarray(sentence_ids, np.int64))
+            logits[row, :len(sentence_logits)] = torch.from_numpy(np.asarray(sentence_logits))
+        batch["soft_ids"], batch["soft_logits"] = ids, logits
+        return batch
+
+
+def target_prefix(data, split, src, tgt):
+    """The binarised target of ``split``: DATA/SPLIT.SRC-TGT.TGT (or DATA/SPLIT.TGT-SRC.TGT),
+    as fairseq's translation task finds it."""
+    for pair in (f"{src}-{tgt}", f"{tgt}-{src}"):
+        prefix = os.path.join(data, f"{split}.{pair}.{tgt}")
+        if os.path.exists(prefix + ".bin"):
+            return prefix
+    raise FileNotFoundError(f"{data}: no binarised {split}.{src}-{tgt}.{tgt}.bin")
+
+
+@register_task("translation_cmlm_kd", dataclass=CmlmKdTaskConfig)
+class CmlmKdTask(TranslationBertTask):
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        super().load_dataset(split, epoch, combine, **kwargs)
+        if split != self.cfg.train_subset or not self.cfg.soft_labels:
+            return
+        data = self.cfg.data.split(os.pathsep)[0]
+        dataset = self.datasets[split]
+        store = SoftLabelStore(
+            self.cfg.soft_labels,
+            target_prefix(data, split, self.cfg.source_lang, self.cfg.target_lang),
+            os.path.join(data, f"dict.{self.cfg.target_lang}.txt"), dataset.tgt_sizes,
+            self.cfg.kd_topk)
+        self.datasets[split] = SoftLabelDataset(dataset, store, self.tgt_dict.pad())

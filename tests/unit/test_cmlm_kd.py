@@ -1,0 +1,156 @@
+"""C-MLM distillation in process: circular masks, the soft-label store and its refusals, the KD
+loss by hand, alpha = 0 as label-smoothed cross-entropy, the teacher's input."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import ptnmt_fairseq  # noqa: F401  (compat fixes, registrations)
+from ptnmt_fairseq.cmlm_kd import soft_labels
+from ptnmt_fairseq.cmlm_kd.criterion import kd_loss
+from ptnmt_fairseq.cmlm_kd.soft_labels import SoftLabelError, SoftLabelStore, write_store
+from ptnmt_fairseq.cmlm_kd.teacher import cmlm_input, mask_target
+from conftest import TINY_TRANSFORMER, build_task
+
+
+@pytest.mark.parametrize("length", [1, 2, 6, 7, 8, 13, 14, 15, 40])
+def test_circular_masks_cover_each_position_exactly_once(length):
+    masks = soft_labels.circular_masks(length)
+    assert len(masks) == min(length, 7)
+    covered = np.concatenate(masks)
+    assert sorted(covered.tolist()) == list(range(length))  # every position, once
+    for i, positions in enumerate(masks):
+        assert all(p % 7 == i for p in positions)
+
+
+def fake_binarised(tmp_path, name="train.de-en.en"):
+    prefix = tmp_path / name
+    (tmp_path / f"{name}.bin").write_bytes(b"target tokens")
+    (tmp_path / f"{name}.idx").write_bytes(b"index")
+    dictionary = tmp_path / "dict.en.txt"
+    dictionary.write_text("a 1\nb 1\n")
+    return prefix, dictionary
+
+
+def random_store(tmp_path, lengths, k=5):
+    prefix, dictionary = fake_binarised(tmp_path)
+    rng = np.random.RandomState(0)
+    total = sum(lengths)
+    ids = rng.randint(0, 100, size=(total, k))
+    logits = rng.randn(total, k).astype(np.float32)
+    out = write_store(tmp_path / "store", ids, logits, lengths, teacher="teacher.pt",
+                      target_prefix=prefix, dictionary_path=dictionary)
+    return out, prefix, dictionary, ids, logits
+
+
+def test_store_round_trips_by_dataset_index(tmp_path):
+    lengths = [3, 1, 5]
+    out, prefix, dictionary, ids, logits = random_store(tmp_path, lengths)
+    store = SoftLabelStore(out, prefix, dictionary, lengths, k=4)
+    assert store.header["k"] == 5 and store.header["num_tokens"] == 9
+    got_ids, got_logits = store.labels(2)  # rows 4..8, the first 4 of k
+    assert np.array_equal(got_ids, ids[4:9, :4])
+    assert np.allclose(got_logits, logits[4:9, :4].astype(np.float16))
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no staging left
+
+
+def test_store_mismatches_are_refused(tmp_path):
+    lengths = [3, 1, 5]
+    out, prefix, dictionary, _, _ = random_store(tmp_path, lengths)
+    with pytest.raises(SoftLabelError, match="labels for 3 sentences, the data has 2"):
+        SoftLabelStore(out, prefix, dictionary, [3, 1], k=4)
+    with pytest.raises(SoftLabelError, match="sentence 1 has 1 label rows, its target 2 tokens"):
+        SoftLabelStore(out, prefix, dictionary, [3, 2, 5], k=4)
+    with pytest.raises(SoftLabelError, match="5 logits stored per token, --kd-topk 8"):
+        SoftLabelStore(out, prefix, dictionary, lengths, k=8)
+    dictionary.write_text("a 1\nc 1\n")
+    with pytest.raises(SoftLabelError, match="another target dictionary"):
+        SoftLabelStore(out, prefix, dictionary, lengths, k=4)
+    dictionary.write_text("a 1\nb 1\n")
+    (tmp_path / "train.de-en.en.bin").write_bytes(b"re-binarised")
+    with pytest.raises(SoftLabelError, match="checksum differs"):
+        SoftLabelStore(out, prefix, dictionary, lengths, k=4)
+    with pytest.raises(SoftLabelError, match="not a soft-label store"):
+        SoftLabelStore(tmp_path, prefix, dictionary, lengths, k=4)
+
+
+def test_kd_loss_matches_a_hand_computation():
+    """Two positions, V = 3, K = 2; the second is padding. Teacher logits (2, 0) on ids (1, 0),
+    T = 2: q = softmax(1, 0) = (e/(e+1), 1/(e+1)); loss = -(q1 log p(1) + q2 log p(0))."""
+    lprobs = torch.log(torch.tensor([[0.2, 0.5, 0.3], [0.1, 0.1, 0.8]]))
+    ids = torch.tensor([[1, 0], [2, 1]])
+    logits = torch.tensor([[2.0, 0.0], [5.0, 1.0]])
+    pad = torch.tensor([False, True])
+    e = math.e
+    expected = -(e / (e + 1) * math.log(0.5) + 1 / (e + 1) * math.log(0.2))
+    assert kd_loss(lprobs, ids, logits, 2.0, pad).item() == pytest.approx(expected, rel=1e-6)
+    # the temperature is on the teacher only: T -> infinity gives the mean over the K ids
+    assert kd_loss(lprobs, ids, logits, 1e9, pad).item() == pytest.approx(
+        -(math.log(0.5) + math.log(0.2)) / 2, rel=1e-6)
+
+
+def soft_sample(task, model):
+    """A training batch of the tiny data with random soft labels (K = 3) aligned to its target."""
+    task.load_dataset("train")
+    dataset = task.dataset("train")
+    sample = dataset.collater([dataset[i] for i in range(4)])
+    torch.manual_seed(0)
+    shape = (*sample["target"].shape, 3)
+    sample["soft_ids"] = torch.randint(4, len(task.target_dictionary), shape)
+    sample["soft_logits"] = torch.randn(shape).half()
+    return sample
+
+
+def test_alpha_zero_is_label_smoothed_cross_entropy_and_alpha_mixes(tiny_data):
+    args = [tiny_data, "--task", "translation", *TINY_TRANSFORMER, "--criterion", "cmlm_kd",
+            "--label-smoothing", "0.1", "--optimizer", "adam", "--lr", "1e-3"]
+    cfg0, task = build_task(args + ["--kd-alpha", "0"])
+    model = task.build_model(cfg0.model)
+    sample = soft_sample(task, model)
+    cfg_ls, _ = build_task([tiny_data, "--task", "translation", *TINY_TRANSFORMER,
+                            "--criterion", "label_smoothed_cross_entropy",
+                            "--label-smoothing", "0.1", "--optimizer", "adam", "--lr", "1e-3"])
+    cfg_half, _ = build_task(args + ["--kd-alpha", "0.5", "--kd-temperature", "2"])
+    model.train()
+    torch.manual_seed(1)
+    zero, n0, _ = task.build_criterion(cfg0.criterion)(model, sample)
+    torch.manual_seed(1)
+    plain, n1, _ = task.build_criterion(cfg_ls.criterion)(model, sample)
+    assert n0 == n1 and torch.equal(zero, plain)
+    model.eval()
+    with torch.no_grad():
+        half, _, log = task.build_criterion(cfg_half.criterion)(model, sample)
+        xe, _, _ = task.build_criterion(cfg_ls.criterion)(model, sample)
+        net_output = model(**sample["net_input"])
+        lprobs = model.get_normalized_probs(net_output, log_probs=True).view(-1, len(task.tgt_dict))
+        target = sample["target"].view(-1)
+        kd = kd_loss(lprobs, sample["soft_ids"].view(-1, 3), sample["soft_logits"].view(-1, 3),
+                     2.0, target.eq(task.tgt_dict.pad()))
+    assert torch.allclose(half, 0.5 * kd + 0.5 * xe, rtol=1e-5)
+    assert log["kd_loss"] == pytest.approx(kd.item(), rel=1e-5)
+
+
+def test_training_without_soft_labels_is_an_error(tiny_data):
+    cfg, task = build_task([tiny_data, "--task", "translation", *TINY_TRANSFORMER,
+                            "--criterion", "cmlm_kd", "--optimizer", "adam", "--lr", "1e-3"])
+    model = task.build_model(cfg.model).train()
+    task.load_dataset("train")
+    dataset = task.dataset("train")
+    with pytest.raises(ValueError, match="--soft-labels"):
+        task.build_criterion(cfg.criterion)(model, dataset.collater([dataset[0]]))
+
+
+def test_teacher_input_segments_and_masks():
+    source = torch.tensor([101, 7, 8, 102])  # [CLS] x [SEP] as translation_bert loads it
+    target = torch.tensor([9, 10, 11, 102])  # y [SEP]
+    masked = torch.tensor([False, True, False, True])
+    input_ids, segments = cmlm_input(source, target, masked, mask_id=103, cls_id=101)
+    assert input_ids.tolist() == [101, 7, 8, 102, 9, 103, 11, 103]
+    assert segments.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    rng = np.random.RandomState(0)
+    draws = [mask_target(5, rng) for _ in range(2000)]
+    assert all(d.any() for d in draws)  # redrawn until something is masked
+    # 0.15 per token, raised by redrawing empty masks: 0.15 / (1 - 0.85^5) = 0.27 on 5 tokens
+    rate = np.mean([d.mean() for d in draws])
+    assert rate == pytest.approx(0.15 / (1 - 0.85 ** 5), abs=0.02)
