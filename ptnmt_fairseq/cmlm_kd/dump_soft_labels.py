@@ -95,7 +95,6 @@ def main(argv=None):
     parser.add_argument("--cpu", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(message)s")
-    import ptnmt_fairseq  # noqa: F401  (registers the teacher)
 
     models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task(
         [args.path], arg_overrides={"data": args.data})

@@ -80,3 +80,20 @@ class CmlmKdTask(TranslationBertTask):
             os.path.join(data, f"dict.{self.cfg.target_lang}.txt"), dataset.tgt_sizes,
             self.cfg.kd_topk)
         self.datasets[split] = SoftLabelDataset(dataset, store, self.tgt_dict.pad())
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        if ignore_grad and "soft_ids" not in sample:
+            # A rank with no batch left trains on fairseq's dummy batch with its loss zeroed;
+            # the trainer takes that batch from the validation iterator when it has one
+            # (Trainer.get_valid_iterator -> reset_dummy_batch), which has no soft labels.
+            sample = with_placeholder_labels(sample, self.cfg.kd_topk, self.tgt_dict.pad())
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+
+def with_placeholder_labels(sample, k: int, pad: int):
+    """``sample`` with all-pad ``soft_ids`` and zero ``soft_logits`` (B x T x K), for a batch
+    whose loss is discarded."""
+    target = sample["target"]
+    return dict(sample, soft_ids=torch.full((*target.shape, k), pad, dtype=torch.long,
+                                            device=target.device),
+                soft_logits=target.new_zeros((*target.shape, k), dtype=torch.float16))

@@ -31,6 +31,7 @@ from fairseq.data import BaseWrapperDataset, data_utils
 from fairseq.dataclass import FairseqDataclass
 from fairseq.models import BaseFairseqModel, register_model, register_model_architecture
 from fairseq.tasks import register_task
+from omegaconf import II
 
 from ptnmt_fairseq.common.bert.pretrained import check_bert_vocabulary, load_masked_lm
 from ptnmt_fairseq.common.bert.task import TranslationBertConfig, TranslationBertTask
@@ -123,6 +124,7 @@ class CmlmFinetuneConfig(TranslationBertConfig):
                                                     "its vocab.txt must be the data's dictionary"})
     mask_prob: float = field(default=MASK_PROB, metadata={
         "help": "probability of masking each target token (the authors: 0.15)"})
+    seed: int = II("common.seed")
 
 
 @register_task("cmlm_finetune", dataclass=CmlmFinetuneConfig)

@@ -492,6 +492,16 @@ def _split_name(task, dataset):
     return names[0] if names else type(dataset).__name__
 
 
+def _num_tokens(dataset, indices):
+    """Token counts of ``indices``: ``num_tokens_vec`` where the dataset has one, which
+    fairseq's ``BaseWrapperDataset`` does not (the base class raises NotImplementedError),
+    else one ``num_tokens`` call per index, as fairseq's own batching falls back."""
+    try:
+        return np.asarray(dataset.num_tokens_vec(indices))
+    except NotImplementedError:
+        return np.asarray([dataset.num_tokens(i) for i in indices])
+
+
 @_once("sentences longer than --max-tokens skipped (with the flag) or named")
 def filter_sentences_longer_than_max_tokens():
     from fairseq.tasks import FairseqTask
@@ -512,8 +522,7 @@ def filter_sentences_longer_than_max_tokens():
         max_tokens = getattr(self, "_max_tokens_being_batched", None)
         if max_tokens is None or not len(indices):
             return indices
-        lengths = np.asarray(dataset.num_tokens_vec(indices) if hasattr(dataset, "num_tokens_vec")
-                             else [dataset.num_tokens(i) for i in indices])
+        lengths = _num_tokens(dataset, indices)
         too_long = lengths > max_tokens
         if not too_long.any():
             return indices

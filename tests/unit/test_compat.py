@@ -190,3 +190,21 @@ def test_sentences_longer_than_max_tokens_are_named_or_skipped(tiny_data, skip):
         return
     kept = sorted(int(i) for b in batches() for i in b["id"])
     assert kept == [i for i in range(len(dataset)) if lengths[i] <= max_tokens]
+
+
+def test_max_tokens_check_reads_wrapped_datasets(tiny_data):
+    """fairseq's BaseWrapperDataset has no num_tokens_vec (its base raises
+    NotImplementedError): the check falls back to num_tokens, as fairseq's batching does."""
+    from fairseq.data import BaseWrapperDataset
+
+    from conftest import PLUGIN, build_task
+
+    _, task = build_task([tiny_data, "--user-dir", PLUGIN, "--task", "translation",
+                          "--arch", "transformer", "--cpu"])
+    task.load_dataset("valid")
+    wrapped = BaseWrapperDataset(task.dataset("valid"))
+    iterator = task.get_batch_iterator(wrapped, max_tokens=4000, max_positions=(1024, 1024))
+    assert sum(len(b["id"]) for b in iterator.next_epoch_itr(shuffle=False)) == len(wrapped)
+    with pytest.raises(ValueError, match="more than --max-tokens 3"):  # a new dataset: fairseq
+        task.get_batch_iterator(BaseWrapperDataset(task.dataset("valid")),  # caches iterators
+                                max_tokens=3, max_positions=(1024, 1024))
