@@ -1,7 +1,7 @@
 """Stage 2 of C-MLM distillation: the teacher's top-K soft labels of a split, computed once.
 
     python -m ptnmt_fairseq.cmlm_kd.dump_soft_labels DATA --path TEACHER/checkpoint_best.pt \\
-        --out DATA/soft_labels.train [--split train] [--k 128] [--max-tokens 8192] [--cpu]
+        --out DATA/soft_labels.train [--split train] [--k 128] [--max-tokens 8192] [--cpu] [--bf16]
 
 Every target sentence (EOS included) is copied min(n, 7) times with circular masks
 (``soft_labels.circular_masks``), so the teacher predicts each position once from the source and
@@ -67,21 +67,28 @@ def batches(copies, max_tokens):
 
 @torch.no_grad()
 def dump(model, dataset, dictionary, writer: StoreWriter, k: int, max_tokens: int, device,
-         where: str):
+         where: str, bf16: bool = False):
     pad = dictionary.pad()
-    pairs = ((i, dataset[i]["source"], dataset[i]["target"]) for i in range(len(dataset)))
+    # pairs by length, so that batches hold little padding; the store is keyed by index anyway
+    order = np.argsort(dataset.src_sizes + dataset.tgt_sizes, kind="stable")
+    pairs = ((int(i), dataset[i]["source"], dataset[i]["target"]) for i in order)
     for batch in batches(masked_copies(pairs, dictionary, where), max_tokens):
         input_ids = torch.full((len(batch), max(len(c[1]) for c in batch)), pad, dtype=torch.long)
         segments = torch.zeros_like(input_ids)
         for row, (_, ids, segs, _, _) in enumerate(batch):
             input_ids[row, :len(ids)], segments[row, :len(segs)] = ids, segs
-        input_ids, segments = input_ids.to(device), segments.to(device)
-        logits = model(input_ids, segments, input_ids.ne(pad).long())
+        predict = torch.zeros_like(input_ids, dtype=torch.bool)
+        rows = []
         for row, (index, _, _, positions, start) in enumerate(batch):
-            top = logits[row, start + torch.as_tensor(positions, device=device)].float().topk(k)
-            rows = writer.offsets[index] + positions
-            writer.ids[rows] = top.indices.cpu().numpy().astype(np.int32)
-            writer.logits[rows] = top.values.cpu().numpy().astype(np.float16)
+            predict[row, start + positions] = True  # positions ascend: row-major order holds
+            rows.append(writer.offsets[index] + positions)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(input_ids.to(device), segments.to(device),
+                           input_ids.ne(pad).long().to(device), predict=predict.to(device))
+        top = logits.float().topk(k)
+        rows = np.concatenate(rows)
+        writer.ids[rows] = top.indices.cpu().numpy().astype(np.int32)
+        writer.logits[rows] = top.values.cpu().numpy().astype(np.float16)
 
 
 def main(argv=None):
@@ -93,6 +100,9 @@ def main(argv=None):
     parser.add_argument("--k", type=int, default=STORED_K, help="logits kept per token (128)")
     parser.add_argument("--max-tokens", type=int, default=8192, help="BERT positions per batch")
     parser.add_argument("--cpu", action="store_true")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bfloat16 autocast (CPUs with AMX/AVX512-BF16; on a GPU the "
+                             "teacher runs in fp16, as the authors' dump)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(message)s")
 
@@ -116,7 +126,7 @@ def main(argv=None):
                      target_prefix=prefix,
                      dictionary_path=Path(args.data) / f"dict.{tgt}.txt") as writer:
         dump(model, dataset, dictionary, writer, args.k, args.max_tokens, device,
-             f"{prefix}.bin")
+             f"{prefix}.bin", bf16=args.bf16 and device.type == "cpu")
         tokens = int(writer.offsets[-1])
         out = writer.commit()
     seconds = time.monotonic() - start
@@ -124,7 +134,7 @@ def main(argv=None):
     stats = {"sentences": len(dataset), "target_tokens": tokens, "seconds": round(seconds, 2),
              "target_tokens_per_second": round(tokens / seconds, 1),
              "bytes_per_target_token": round(size / tokens, 1), "k": args.k,
-             "device": str(device)}
+             "device": str(device), "bf16": bool(args.bf16 and device.type == "cpu")}
     (out / "dump.json").write_text(json.dumps(stats, indent=2) + "\n")
     print(f"dumped {len(dataset)} sentences, {tokens} target tokens in {seconds:.1f} s: "
           f"{stats['target_tokens_per_second']} target tokens/s, "

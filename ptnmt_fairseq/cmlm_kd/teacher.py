@@ -187,9 +187,14 @@ class CmlmTeacher(BaseFairseqModel):
         log_parameter_counts(model, "C-MLM teacher", f"output layer over {len(dictionary)} ids")
         return model
 
-    def forward(self, input_ids, token_type_ids, attention_mask):
+    def forward(self, input_ids, token_type_ids, attention_mask, predict=None):
+        """Logits B x L x V; with ``predict`` (B x L bool), N x V of its N true positions in
+        row-major order: on short pairs the output layer over the vocabulary costs as much as
+        BERT itself, and only the masked target positions are scored."""
         hidden = self.bert(input_ids=input_ids, token_type_ids=token_type_ids,
                            attention_mask=attention_mask).last_hidden_state
+        if predict is not None:
+            hidden = hidden[predict]
         return self.output(self.transform(hidden))
 
     def max_positions(self):
@@ -214,10 +219,9 @@ class CmlmCriterion(FairseqCriterion):
     their accuracy. sample_size: the number of masked tokens."""
 
     def forward(self, model, sample, reduce=True):
-        logits = model(**sample["net_input"])
         labels = sample["target"]
         chosen = labels.ne(self.padding_idx)
-        masked_logits = logits[chosen].float()
+        masked_logits = model(**sample["net_input"], predict=chosen).float()
         loss = F.cross_entropy(masked_logits, labels[chosen], reduction="sum")
         correct = masked_logits.argmax(-1).eq(labels[chosen]).sum()
         n = int(chosen.sum())

@@ -154,3 +154,59 @@ def test_teacher_input_segments_and_masks():
     # 0.15 per token, raised by redrawing empty masks: 0.15 / (1 - 0.85^5) = 0.27 on 5 tokens
     rate = np.mean([d.mean() for d in draws])
     assert rate == pytest.approx(0.15 / (1 - 0.85 ** 5), abs=0.02)
+
+
+class Pairs:
+    """The part of a LanguagePairDataset that dump() reads."""
+
+    def __init__(self, pairs):
+        self.items = [{"source": s, "target": t} for s, t in pairs]
+        self.src_sizes = np.array([len(s) for s, _ in pairs])
+        self.tgt_sizes = np.array([len(t) for _, t in pairs])
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return self.items[index]
+
+
+def test_dump_batches_equal_one_copy_at_a_time(tmp_path):
+    """dump(): pairs sorted by length, padded batches, logits only at the masked positions; each
+    stored row equals the teacher run on that one masked copy alone."""
+    from types import SimpleNamespace
+
+    from transformers import BertConfig, BertModel
+
+    from ptnmt_fairseq.cmlm_kd.dump_soft_labels import dump, masked_copies
+    from ptnmt_fairseq.cmlm_kd.soft_labels import StoreWriter
+    from ptnmt_fairseq.cmlm_kd.teacher import CmlmTeacher
+
+    torch.manual_seed(0)
+    vocab, k = 30, 4
+    bert = BertModel(BertConfig(vocab_size=vocab, hidden_size=16, num_hidden_layers=1,
+                                num_attention_heads=2, intermediate_size=32,
+                                max_position_embeddings=64), add_pooling_layer=False)
+    teacher = CmlmTeacher(bert, torch.nn.Identity(), torch.nn.Linear(16, vocab)).eval()
+    dictionary = SimpleNamespace(pad=lambda: 0, bos=lambda: 2, mask=lambda: 4)
+    rng = np.random.RandomState(0)
+    pairs = [(torch.tensor([2, *rng.randint(5, vocab, n), 3]),
+              torch.tensor([*rng.randint(5, vocab, m), 3])) for n, m in [(9, 12), (2, 1), (5, 8)]]
+    dataset = Pairs(pairs)
+    prefix, dictionary_path = fake_binarised(tmp_path)
+    with StoreWriter(tmp_path / "store", dataset.tgt_sizes, k, teacher="t", target_prefix=prefix,
+                     dictionary_path=dictionary_path) as writer:
+        dump(teacher, dataset, dictionary, writer, k, max_tokens=40, device=torch.device("cpu"),
+             where="test")
+        got_ids, got_logits = np.array(writer.ids), np.array(writer.logits)
+        offsets = np.array(writer.offsets)
+    assert len(got_ids) == sum(len(t) for _, t in pairs)
+    indexed = [(i, s, t) for i, (s, t) in enumerate(pairs)]
+    with torch.no_grad():
+        for index, input_ids, segments, positions, start in masked_copies(indexed, dictionary,
+                                                                          "test"):
+            logits = teacher(input_ids[None], segments[None], torch.ones_like(input_ids)[None])
+            top = logits[0, start + positions].topk(k)
+            rows = offsets[index] + positions
+            assert np.array_equal(got_ids[rows], top.indices.numpy())
+            assert np.allclose(got_logits[rows], top.values.numpy(), atol=2e-3)
