@@ -25,6 +25,7 @@ from fairseq import metrics, utils
 from fairseq.criterions import register_criterion
 from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterion, LabelSmoothedCrossEntropyCriterionConfig,
+    label_smoothed_nll_loss,
 )
 
 
@@ -60,13 +61,16 @@ class CmlmKdCriterion(LabelSmoothedCrossEntropyCriterion):
 
     def forward(self, model, sample, reduce=True):
         net_output = model(**sample["net_input"])
-        xe, nll_loss = self.compute_loss(model, net_output, sample, reduce=reduce)
+        # one log-softmax over the vocabulary for both terms (fairseq's compute_loss would make
+        # a second one, as costly as the small student's whole output layer)
+        lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
+        xe, nll_loss = label_smoothed_nll_loss(lprobs, target, self.eps,
+                                               ignore_index=self.padding_idx, reduce=reduce)
         sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
         logging_output = {"nll_loss": nll_loss.data, "ntokens": sample["ntokens"],
                           "nsentences": sample["target"].size(0), "sample_size": sample_size}
         loss = xe
         if "soft_ids" in sample and self.alpha > 0:
-            lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
             soft_ids, soft_logits = (sample[key][:, self.ignore_prefix_size:]
                                      for key in ("soft_ids", "soft_logits"))
             k = soft_ids.size(-1)

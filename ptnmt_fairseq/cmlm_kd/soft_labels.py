@@ -187,5 +187,12 @@ class SoftLabelStore:
                                  "sentences): the labels would shift against the targets")
 
     def labels(self, index: int):
+        """(ids, logits) of sentence ``index``: target length x k."""
         start, end = self.offsets[index], self.offsets[index + 1]
         return self.ids[start:end, :self.k], self.logits[start:end, :self.k]
+
+    def batch_labels(self, indices):
+        """(ids, logits) of the sentences ``indices``, one after the other: (sum of their
+        target lengths) x k, read from the memory map in one go."""
+        rows = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in indices])
+        return self.ids[rows, :self.k], self.logits[rows, :self.k]

@@ -19,7 +19,7 @@ from fairseq.tasks import register_task
 
 from ptnmt_fairseq.common.bert.task import TranslationBertConfig, TranslationBertTask
 
-from ptnmt_fairseq.cmlm_kd.soft_labels import SoftLabelStore
+from ptnmt_fairseq.cmlm_kd.soft_labels import SoftLabelError, SoftLabelStore
 
 DEFAULT_KD_TOPK = 8  # the authors' --kd_topk
 
@@ -46,12 +46,16 @@ class SoftLabelDataset(BaseWrapperDataset):
         target = batch["target"]
         if self.dataset.left_pad_target:
             raise ValueError("--soft-labels needs right-padded targets (no --left-pad-target)")
+        real = target.ne(self.pad)  # right-padded: row-major order = sentence by sentence
+        sentence_ids, sentence_logits = self.store.batch_labels(batch["id"].tolist())
+        if int(real.sum()) != len(sentence_ids):
+            raise SoftLabelError(f"{self.store.directory}: {len(sentence_ids)} label rows for the "
+                                 f"{int(real.sum())} target tokens of sentences "
+                                 f"{batch['id'].tolist()} (targets truncated after the dump?)")
         ids = torch.full((*target.shape, self.store.k), self.pad, dtype=torch.long)
         logits = torch.zeros((*target.shape, self.store.k), dtype=torch.float16)
-        for row, index in enumerate(batch["id"].tolist()):
-            sentence_ids, sentence_logits = self.store.labels(index)
-            ids[row, :len(sentence_ids)] = torch.from_numpy(np.asarray(sentence_ids, np.int64))
-            logits[row, :len(sentence_logits)] = torch.from_numpy(np.asarray(sentence_logits))
+        ids[real] = torch.from_numpy(sentence_ids.astype(np.int64))
+        logits[real] = torch.from_numpy(sentence_logits)
         batch["soft_ids"], batch["soft_logits"] = ids, logits
         return batch
 

@@ -34,6 +34,7 @@
 #   LR                            their peak learning rate (default 1e-3, inverse_sqrt, warm-up 200)
 #   BEAM=N  LENPEN=F              decoding (default 5, 1.0; the paper: 4, 0.6)
 #   TRAIN_EXTRA, GEN_EXTRA        extra fairseq-train / fairseq-generate options (word-split)
+#   DUMP_EXTRA                    extra dump_soft_labels options (e.g. --bf16, --max-tokens N)
 #
 # Paper settings (Chen et al., 2020, Sec. 4 and appendix A; ChenRocks/Distill-BERT-Textgen and its
 # OpenNMT fork), for GPUs on IWSLT14 De-En:
@@ -78,8 +79,9 @@ train_teacher() {
 
 dump_soft_labels() {
     [ -f "$work/teacher/checkpoint_best.pt" ] || die "run the teacher step first"
+    # shellcheck disable=SC2086
     "$python" -m ptnmt_fairseq.cmlm_kd.dump_soft_labels "$data" --path "$work/teacher/checkpoint_best.pt" \
-        --out "$work/soft_labels" --cpu 2> "$work/dump.log" | tail -1 \
+        --out "$work/soft_labels" --cpu ${DUMP_EXTRA:-} 2> "$work/dump.log" | tail -1 \
         || die "dumping the soft labels failed (see $work/dump.log)"
     [ -f "$work/soft_labels/header.json" ] || die "dumping the soft labels failed (see $work/dump.log)"
 }

@@ -1,6 +1,7 @@
 """C-MLM distillation through the CLIs, all three stages on tiny data with a tiny BERT:
 fairseq-train (cmlm_finetune) -> dump_soft_labels -> fairseq-train (translation_cmlm_kd, a
-transformer and an LSTM student) -> fairseq-generate; the student under two-rank DDP."""
+transformer and an LSTM student) -> fairseq-generate, fairseq-interactive and the hub interface;
+the student under two-rank DDP."""
 import json
 import subprocess
 import sys
@@ -9,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import (
-    BASE_ENV, PLUGIN, TINY_TRANSFORMER, generate, make_tiny_bitext, num_updates, run_cli,
-    run_ddp, train, train_args,
+    BASE_ENV, PLUGIN, TINY_TRANSFORMER, generate, hub_translate, hypotheses, interactive,
+    make_tiny_bitext, num_updates, outputs, run_cli, run_ddp, train, train_args,
 )
 from test_abnet_cli import binarize
 
@@ -64,9 +65,15 @@ def test_three_stages_end_to_end(kd_data, berts, tmp_path):
                         extra=student_args(kd_data, soft, ["--max-update", "4"]))
         log = student.stdout + student.stderr
         assert num_updates(log) == 4 and "kd_loss" in log, name
-    gen = generate(kd_data, tmp_path / "transformer" / "checkpoint_last.pt",
-                   extra=["--task", "translation_cmlm_kd"])
-    assert sum(l.startswith("H-") for l in gen.stdout.splitlines()) == 10
+    # the student is an ordinary translation_bert model: generate, interactive and the hub agree
+    checkpoint = tmp_path / "transformer" / "checkpoint_last.pt"
+    gen = generate(kd_data, checkpoint, extra=["--task", "translation_cmlm_kd"])
+    generated = hypotheses(gen.stdout)
+    assert sorted(generated) == list(range(10))
+    sources = [outputs(gen.stdout, "S")[i] for i in range(10)]
+    inter = interactive(kd_data, checkpoint, sources, extra=["--task", "translation_cmlm_kd"])
+    assert hypotheses(inter.stdout) == generated
+    assert hub_translate(checkpoint, kd_data, sources) == [generated[i] for i in range(10)]
 
 
 def random_store(data, soft, sizes, seed=0):

@@ -210,3 +210,37 @@ def test_dump_batches_equal_one_copy_at_a_time(tmp_path):
             rows = offsets[index] + positions
             assert np.array_equal(got_ids[rows], top.indices.numpy())
             assert np.allclose(got_logits[rows], top.values.numpy(), atol=2e-3)
+
+
+def test_batches_carry_each_sentences_labels_aligned_to_its_target(tiny_data, tmp_path):
+    """A store whose top id at each row is that row's own target token: in any batch order,
+    soft_ids[..., 0] equals the target wherever it is not padding, and is pad elsewhere."""
+    from ptnmt_fairseq.cmlm_kd.task import SoftLabelDataset
+
+    cfg, task = build_task([tiny_data, "--task", "translation", *TINY_TRANSFORMER,
+                            "--criterion", "cmlm_kd"])
+    task.load_dataset("train")
+    dataset = task.dataset("train")
+    targets = [dataset[i]["target"].numpy() for i in range(len(dataset))]
+    rows = np.concatenate(targets)
+    ids = np.stack([rows, rows + 1, rows + 2], axis=1)
+    logits = np.arange(len(rows), dtype=np.float32)[:, None].repeat(3, axis=1)
+    sizes = [len(t) for t in targets]
+    prefix, dictionary = tiny_data / "train.src-tgt.tgt", tiny_data / "dict.tgt.txt"
+    store_dir = write_store(tmp_path / "store", ids, logits, sizes, teacher="self",
+                            target_prefix=prefix, dictionary_path=dictionary)
+    pad = task.tgt_dict.pad()
+    labelled = SoftLabelDataset(dataset, SoftLabelStore(store_dir, prefix, dictionary, sizes, 2),
+                                pad)
+    batch = labelled.collater([labelled[i] for i in (7, 0, 3, 12)])
+    target, soft = batch["target"], batch["soft_ids"]
+    assert soft.shape == (*target.shape, 2)
+    real = target.ne(pad)
+    assert torch.equal(soft[..., 0][real], target[real])
+    assert torch.equal(soft[..., 1][real], target[real] + 1)
+    assert bool((soft[~real] == pad).all()) and bool((batch["soft_logits"][~real] == 0).all())
+    offsets = np.cumsum([0] + sizes)
+    for row, index in enumerate(batch["id"].tolist()):  # logits carry the store row number
+        n = sizes[index]
+        assert batch["soft_logits"][row, :n, 0].tolist() == list(range(offsets[index],
+                                                                        offsets[index] + n))
