@@ -52,6 +52,27 @@ def masked_copies(pairs, dictionary, where):
             yield index, input_ids, segments, positions, len(input_ids) - len(target)
 
 
+def check_pairs(dataset, where: str):
+    """Refuse, before the dump starts, the first pair with an empty side or more than BERT's
+    512 positions ([CLS] x [SEP] y [SEP]), naming its line and how many there are."""
+    source, target = np.asarray(dataset.src_sizes), np.asarray(dataset.tgt_sizes)
+    # translation_bert loads sources as [CLS] x [SEP] (prepend_bos_src) and targets as y [SEP]
+    empty = np.flatnonzero((target <= 1) | (source <= 2))
+    if len(empty):
+        first = int(empty[0])
+        side = "target" if target[first] <= 1 else "source"
+        raise SoftLabelError(f"{where}: line {first + 1} (sentence {first}) has an empty {side} "
+                             f"({len(empty)} pairs with an empty side): remove them from the "
+                             "data before binarising")
+    too_long = np.flatnonzero(source + target > BERT_MAX_POSITIONS)
+    if len(too_long):
+        first = int(too_long[0])
+        raise SoftLabelError(f"{where}: line {first + 1} (sentence {first}) gives "
+                             f"{int(source[first] + target[first])} BERT positions, more "
+                             f"than {BERT_MAX_POSITIONS} ({len(too_long)} such pairs): filter "
+                             "long pairs out first")
+
+
 def batches(copies, max_tokens):
     batch, longest = [], 0
     for copy in copies:
@@ -121,15 +142,17 @@ def main(argv=None):
         logger.warning(f"--k {args.k} is more than the {len(dictionary)}-token vocabulary: "
                        f"storing {len(dictionary)}")
         args.k = len(dictionary)
-    start = time.monotonic()
+    check_pairs(dataset, f"{prefix}.bin")  # before any teacher time is spent
     with StoreWriter(args.out, dataset.tgt_sizes, args.k, teacher=args.path,
-                     target_prefix=prefix,
+                     target_prefix=prefix, source_prefix=target_prefix(args.data, args.split,
+                                                                       tgt, src),
                      dictionary_path=Path(args.data) / f"dict.{tgt}.txt") as writer:
+        start = time.monotonic()  # the teacher's time: not the checksums, not the commit
         dump(model, dataset, dictionary, writer, args.k, args.max_tokens, device,
              f"{prefix}.bin", bf16=args.bf16 and device.type == "cpu")
+        seconds = time.monotonic() - start
         tokens = int(writer.offsets[-1])
         out = writer.commit()
-    seconds = time.monotonic() - start
     size = sum(f.stat().st_size for f in out.iterdir())
     stats = {"sentences": len(dataset), "target_tokens": tokens, "seconds": round(seconds, 2),
              "target_tokens_per_second": round(tokens / seconds, 1),

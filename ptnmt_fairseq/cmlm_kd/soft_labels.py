@@ -10,7 +10,8 @@ index, memory-mapped when read:
 
 - ``header.json``: format, version, teacher (path or name), k, num_sentences, num_tokens,
   target_file and target_sha256 (the binarised target data the labels belong to: ``.bin`` then
-  ``.idx``), dictionary_sha256 (the student's target ``dict.txt``), created;
+  ``.idx``), source_file and source_sha256 (the same of the source the teacher read),
+  dictionary_sha256 (the student's target ``dict.txt``), created;
 - ``offsets.npy``: int64, num_sentences + 1; sentence i owns rows offsets[i] .. offsets[i+1] - 1,
   one per target token (EOS included);
 - ``ids.npy``: int32, num_tokens x k, the student-dictionary ids of the teacher's top-k logits,
@@ -19,7 +20,8 @@ index, memory-mapped when read:
 
 A store is written to a temporary directory and renamed into place, so a crash never leaves a
 half-written store under the final name. Opening one refuses, naming the file and the mismatch,
-a store of another format or version, another target file (checksum), another dictionary, a
+a store of another format or version, another target or source file (checksum), another
+dictionary, a
 different sentence count, any sentence whose row count differs from its target length, and a
 k smaller than the one asked for.
 """
@@ -76,7 +78,7 @@ class StoreWriter:
     staging directory to its final name. Leaving a ``with`` block by an exception removes it."""
 
     def __init__(self, directory, lengths: Sequence[int], k: int, *, teacher: str, target_prefix,
-                 dictionary_path):
+                 dictionary_path, source_prefix=None):
         self.directory = Path(directory)
         lengths = np.asarray(lengths, dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(lengths)])
@@ -87,6 +89,9 @@ class StoreWriter:
             "target_sha256": file_sha256(*target_files(target_prefix)),
             "dictionary_sha256": file_sha256(dictionary_path),
         }
+        if source_prefix is not None:  # the teacher read the source too
+            self.header["source_file"] = str(Path(str(source_prefix)).name)
+            self.header["source_sha256"] = file_sha256(*target_files(source_prefix))
         self.directory.parent.mkdir(parents=True, exist_ok=True)
         self.staging = Path(tempfile.mkdtemp(prefix=f".{self.directory.name}.",
                                              dir=self.directory.parent))
@@ -123,7 +128,7 @@ def write_store(directory, ids: np.ndarray, logits: np.ndarray, lengths: Sequenc
                 **identity) -> Path:
     """Write a whole store at once: ``ids``/``logits`` are num_tokens x k (sentence 0's rows
     first), ``lengths`` the target lengths (EOS included) in dataset-index order; ``identity``:
-    teacher, target_prefix, dictionary_path (``StoreWriter``)."""
+    teacher, target_prefix, dictionary_path and optionally source_prefix (``StoreWriter``)."""
     lengths = np.asarray(lengths, dtype=np.int64)
     if ids.shape != logits.shape or ids.ndim != 2 or ids.shape[0] != int(lengths.sum()):
         raise ValueError(f"ids {ids.shape} and logits {logits.shape} must both be "
@@ -138,22 +143,25 @@ class SoftLabelStore:
     """A store opened against the data it must belong to (see the module doc); ``labels(i)``
     gives sentence i's (ids, logits), each len(target i) x k, as memory-mapped views."""
 
-    def __init__(self, directory, target_prefix, dictionary_path, target_lengths, k: int):
+    def __init__(self, directory, target_prefix, dictionary_path, target_lengths, k: int,
+                 source_prefix=None):
         self.directory = Path(directory)
         header_path = self.directory / "header.json"
         if not header_path.is_file():
             raise SoftLabelError(f"{self.directory}: no header.json, not a soft-label store "
                                  "(python -m ptnmt_fairseq.cmlm_kd.dump_soft_labels writes one)")
         self.header = json.loads(header_path.read_text())
-        self._check_header(header_path, target_prefix, dictionary_path, k)
+        self._check_header(header_path, target_prefix, dictionary_path, k, source_prefix)
         self.offsets = np.load(self.directory / "offsets.npy")
         self.ids = np.load(self.directory / "ids.npy", mmap_mode="r")
         self.logits = np.load(self.directory / "logits.npy", mmap_mode="r")
         self.k = k
         self._check_lengths(np.asarray(target_lengths, dtype=np.int64))
 
-    def _check_header(self, header_path, target_prefix, dictionary_path, k):
+    def _check_header(self, header_path, target_prefix, dictionary_path, k, source_prefix):
         h = self.header
+        if k < 1:
+            raise SoftLabelError(f"--kd-topk {k}: at least 1 teacher logit per token")
         if h.get("format") != FORMAT or h.get("version") != VERSION:
             raise SoftLabelError(f"{header_path}: format {h.get('format')!r} version "
                                  f"{h.get('version')!r}; this code reads {FORMAT!r} {VERSION}")
@@ -162,6 +170,12 @@ class SoftLabelStore:
             raise SoftLabelError(
                 f"{header_path}: the labels were computed for another {h['target_file']} than "
                 f"{bin_path} (checksum differs): re-binarised or changed data; dump them again")
+        if source_prefix is not None and h.get("source_sha256") != file_sha256(
+                *target_files(source_prefix)):
+            source_bin, _ = target_files(source_prefix)
+            raise SoftLabelError(
+                f"{header_path}: the teacher read another source than {source_bin} "
+                f"({h.get('source_file', 'none recorded')}; checksum differs): dump them again")
         if h["dictionary_sha256"] != file_sha256(dictionary_path):
             raise SoftLabelError(f"{header_path}: the labels' ids index another target "
                                  f"dictionary than {dictionary_path}; dump them again")

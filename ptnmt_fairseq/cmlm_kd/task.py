@@ -32,6 +32,7 @@ class CmlmKdTaskConfig(TranslationBertConfig):
         "help": "teacher logits per token used in training, of the K stored (paper: 8)"})
 
 
+
 class SoftLabelDataset(BaseWrapperDataset):
     """A ``LanguagePairDataset`` whose batches also hold the store's labels of their sentences."""
 
@@ -60,6 +61,21 @@ class SoftLabelDataset(BaseWrapperDataset):
         return batch
 
 
+def single_data_directory(data, split, src, tgt):
+    """The one data directory of ``--soft-labels`` training: a store belongs to one binarised
+    split, so data shards (DATA1:DATA2, or SPLIT1 files beside SPLIT) are refused."""
+    paths = data.split(os.pathsep)
+    if len(paths) > 1:
+        raise ValueError(f"--soft-labels: one data directory, not {len(paths)} shards ({data}); "
+                         "binarise the training data into one")
+    for pair in (f"{src}-{tgt}", f"{tgt}-{src}"):
+        if os.path.exists(os.path.join(paths[0], f"{split}1.{pair}.{tgt}.bin")):
+            raise ValueError(f"--soft-labels: {paths[0]} has {split}1 files beside {split}: a "
+                             "store labels one binarised split; binarise the training data "
+                             "into one")
+    return paths[0]
+
+
 def target_prefix(data, split, src, tgt):
     """The binarised target of ``split``: DATA/SPLIT.SRC-TGT.TGT (or DATA/SPLIT.TGT-SRC.TGT),
     as fairseq's translation task finds it."""
@@ -76,13 +92,14 @@ class CmlmKdTask(TranslationBertTask):
         super().load_dataset(split, epoch, combine, **kwargs)
         if split != self.cfg.train_subset or not self.cfg.soft_labels:
             return
-        data = self.cfg.data.split(os.pathsep)[0]
+        data = single_data_directory(self.cfg.data, split, self.cfg.source_lang,
+                                     self.cfg.target_lang)
         dataset = self.datasets[split]
+        src, tgt = self.cfg.source_lang, self.cfg.target_lang
         store = SoftLabelStore(
-            self.cfg.soft_labels,
-            target_prefix(data, split, self.cfg.source_lang, self.cfg.target_lang),
-            os.path.join(data, f"dict.{self.cfg.target_lang}.txt"), dataset.tgt_sizes,
-            self.cfg.kd_topk)
+            self.cfg.soft_labels, target_prefix(data, split, src, tgt),
+            os.path.join(data, f"dict.{tgt}.txt"), dataset.tgt_sizes, self.cfg.kd_topk,
+            source_prefix=target_prefix(data, split, tgt, src))
         self.datasets[split] = SoftLabelDataset(dataset, store, self.tgt_dict.pad())
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):

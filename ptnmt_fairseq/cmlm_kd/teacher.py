@@ -68,7 +68,8 @@ def cmlm_input(source, target, masked, mask_id: int, cls_id: int):
 class CmlmDataset(BaseWrapperDataset):
     """Pairs of a ``translation_bert`` dataset as C-MLM examples. Item i is masked with the seed
     (seed, epoch, i), so validation is masked once and the same way every time, and training is
-    remasked every epoch. Pairs longer than BERT's 512 positions are filtered by the task."""
+    remasked every epoch. Pairs longer than BERT's 512 positions are dropped (fairseq warns with
+their count, or stops on a validation set unless --skip-invalid-size-inputs-valid-test)."""
 
     def __init__(self, dataset, dictionary, seed: int, mask_prob: float = MASK_PROB):
         super().__init__(dataset)
@@ -90,13 +91,21 @@ class CmlmDataset(BaseWrapperDataset):
         return {"id": index, "input_ids": input_ids, "segments": segments, "labels": labels}
 
     def size(self, index):
-        return self.dataset.src_sizes[index] + self.dataset.tgt_sizes[index] + 1
+        return self.dataset.src_sizes[index] + self.dataset.tgt_sizes[index]
 
     def num_tokens(self, index):
         return self.size(index)
 
     def num_tokens_vec(self, indices):
-        return self.dataset.src_sizes[indices] + self.dataset.tgt_sizes[indices] + 1
+        # translation_bert sources hold their [CLS]: [CLS] x [SEP] + y [SEP] positions
+        return self.dataset.src_sizes[indices] + self.dataset.tgt_sizes[indices]
+
+    def filter_indices_by_size(self, indices, max_sizes):
+        """Drop pairs longer than ``max_sizes`` (BERT's 512 positions) *together*: fairseq's
+        paired filter checks each side alone. Returns (kept, ignored) as fairseq's."""
+        limit = min(max_sizes) if isinstance(max_sizes, (tuple, list)) else max_sizes
+        too_long = self.num_tokens_vec(indices) > limit
+        return indices[~too_long], indices[too_long].tolist()
 
     def collater(self, samples):
         if not samples:

@@ -90,6 +90,10 @@ train_student() {  # SYSTEM: baseline or student
     local system="$1" args
     if [ "$system" = student ]; then
         [ -f "$work/soft_labels/header.json" ] || die "run the dump step first"
+        # fairseq-train would resume a student trained on older labels without a word
+        [ ! "$work/soft_labels/header.json" -nt "$work/student/checkpoint_last.pt" ] \
+            || [ ! -f "$work/student/checkpoint_last.pt" ] \
+            || die "the soft labels are newer than $work/student: remove it to train afresh"
         args=(--task translation_cmlm_kd --soft-labels "$work/soft_labels" --criterion cmlm_kd
               --kd-alpha "${KD_ALPHA:-0.5}" --kd-temperature "${KD_TEMPERATURE:-10}"
               --kd-topk "${KD_TOPK:-8}")

@@ -44,6 +44,31 @@ def random_store(tmp_path, lengths, k=5):
     return out, prefix, dictionary, ids, logits
 
 
+def test_store_refuses_labels_of_another_source(tmp_path):
+    prefix, dictionary = fake_binarised(tmp_path)
+    source, _ = fake_binarised(tmp_path, "train.de-en.de")
+    out = write_store(tmp_path / "store", np.zeros((3, 2)), np.zeros((3, 2)), [3], teacher="t",
+                      target_prefix=prefix, dictionary_path=dictionary, source_prefix=source)
+    SoftLabelStore(out, prefix, dictionary, [3], k=2, source_prefix=source)  # the same: fine
+    with pytest.raises(SoftLabelError, match="at least 1 teacher logit"):
+        SoftLabelStore(out, prefix, dictionary, [3], k=0, source_prefix=source)
+    (tmp_path / "train.de-en.de.bin").write_bytes(b"re-tokenised source")
+    with pytest.raises(SoftLabelError, match="another source than .*train.de-en.de.bin"):
+        SoftLabelStore(out, prefix, dictionary, [3], k=2, source_prefix=source)
+
+
+def test_soft_labels_need_one_data_directory(tmp_path):
+    from ptnmt_fairseq.cmlm_kd.task import single_data_directory
+
+    fake_binarised(tmp_path, "train.de-en.en")
+    assert single_data_directory(str(tmp_path), "train", "de", "en") == str(tmp_path)
+    with pytest.raises(ValueError, match="one data directory, not 2 shards"):
+        single_data_directory(f"{tmp_path}:{tmp_path}", "train", "de", "en")
+    fake_binarised(tmp_path, "train1.de-en.en")
+    with pytest.raises(ValueError, match="train1 files beside train"):
+        single_data_directory(str(tmp_path), "train", "de", "en")
+
+
 def test_store_round_trips_by_dataset_index(tmp_path):
     lengths = [3, 1, 5]
     out, prefix, dictionary, ids, logits = random_store(tmp_path, lengths)
@@ -129,6 +154,20 @@ def test_alpha_zero_is_label_smoothed_cross_entropy_and_alpha_mixes(tiny_data):
                      2.0, target.eq(task.tgt_dict.pad()))
     assert torch.allclose(half, 0.5 * kd + 0.5 * xe, rtol=1e-5)
     assert log["kd_loss"] == pytest.approx(kd.item(), rel=1e-5)
+    # alpha = 1, pure KD (the anchors' sanity check): the loss is L_kd, and a few steps on it
+    # move the student towards the teacher
+    pure_kd = task.build_criterion(build_task(args + ["--kd-alpha", "1", "--kd-temperature",
+                                                      "2"])[0].criterion)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(10):
+        optimizer.zero_grad()
+        pure, _, log = pure_kd(model, sample)
+        losses.append(pure.item())
+        pure.backward()
+        optimizer.step()
+    assert losses[0] == pytest.approx(kd.item(), rel=1e-5)
+    assert losses[-1] < 0.9 * losses[0]
 
 
 def test_training_without_soft_labels_is_an_error(tiny_data):
@@ -205,6 +244,14 @@ def test_dump_batches_equal_one_copy_at_a_time(tmp_path):
     with torch.no_grad():
         for index, input_ids, segments, positions, start in masked_copies(indexed, dictionary,
                                                                           "test"):
+            # the copy itself: [CLS] x [SEP] y [SEP] with exactly ``positions`` of y masked
+            source, target = pairs[index]
+            assert input_ids[:start].tolist() == source.tolist()
+            shown = input_ids[start:]
+            assert (shown[positions] == 4).all() and len(shown) == len(target)
+            others = np.setdiff1d(np.arange(len(target)), positions)
+            assert torch.equal(shown[others], target[others])
+            assert segments.tolist() == [0] * start + [1] * len(target)
             logits = teacher(input_ids[None], segments[None], torch.ones_like(input_ids)[None])
             top = logits[0, start + positions].topk(k)
             rows = offsets[index] + positions
@@ -244,3 +291,22 @@ def test_batches_carry_each_sentences_labels_aligned_to_its_target(tiny_data, tm
         n = sizes[index]
         assert batch["soft_logits"][row, :n, 0].tolist() == list(range(offsets[index],
                                                                         offsets[index] + n))
+
+
+def test_pairs_beyond_bert_are_caught_before_any_work(tmp_path):
+    """The teacher drops pairs over 512 positions together (fairseq's filter checks each side
+    alone); the dump refuses them, and empty sides, before the teacher runs."""
+    from ptnmt_fairseq.cmlm_kd.dump_soft_labels import check_pairs
+    from ptnmt_fairseq.cmlm_kd.teacher import CmlmDataset
+
+    pairs = [(torch.tensor([2, 7, 3]), torch.tensor([8, 3])),  # fits
+             (torch.tensor([2, *[7] * 300, 3]), torch.tensor([*[8] * 250, 3]))]  # 302 + 251
+    teacher_data = CmlmDataset(Pairs(pairs), dictionary=None, seed=1)
+    kept, ignored = teacher_data.filter_indices_by_size(np.arange(2), 512)
+    assert kept.tolist() == [0] and ignored == [1]
+    with pytest.raises(SoftLabelError, match=r"line 2 \(sentence 1\) gives 553 BERT positions, "
+                                             r"more than 512 \(1 such pairs\)"):
+        check_pairs(Pairs(pairs), "train.bin")
+    empty = pairs[:1] + [(torch.tensor([2, 3]), torch.tensor([8, 3]))]
+    with pytest.raises(SoftLabelError, match=r"line 2 \(sentence 1\) has an empty source"):
+        check_pairs(Pairs(empty), "train.bin")
