@@ -84,7 +84,7 @@ def random_store(data, soft, sizes, seed=0):
     total = int(np.sum(sizes))
     write_store(soft, rng.randint(5, 20, size=(total, 8)), rng.randn(total, 8), sizes,
                 teacher="random", target_prefix=data / "train.src-tgt.tgt",
-                dictionary_path=data / "dict.tgt.txt")
+                source_prefix=data / "train.src-tgt.src", dictionary_path=data / "dict.tgt.txt")
 
 
 def test_student_trains_under_ddp_and_stale_labels_are_refused(kd_data, tmp_path):
