@@ -105,19 +105,25 @@ TINY_TRANSFORMER = [
 ]
 
 
-def train_args(data_dir, save_dir, model_args=TINY_TRANSFORMER, extra=()):
+def train_args(data_dir, save_dir, model_args=TINY_TRANSFORMER, extra=(),
+               epoch_checkpoints=False):
+    """fairseq-train options for a few updates on tiny data; without ``epoch_checkpoints`` only
+    checkpoint_last/best are written (a BERT-sized model's checkpointN.pt costs seconds each)."""
     return [
         data_dir, "--user-dir", PLUGIN, "--cpu", "--save-dir", save_dir,
         *model_args,
         "--optimizer", "adam", "--lr", "0.005", "--lr-scheduler", "inverse_sqrt",
         "--warmup-updates", "10", "--max-tokens", "500", "--max-update", "3",
         "--no-progress-bar", "--log-interval", "1", "--num-workers", "0", "--seed", "1",
-        "--criterion", "cross_entropy", *extra,
+        "--criterion", "cross_entropy", *([] if epoch_checkpoints else ["--no-epoch-checkpoints"]),
+        *extra,
     ]
 
 
-def train(data_dir, save_dir, model_args=TINY_TRANSFORMER, extra=(), env=None):
-    return run_cli("fairseq-train", train_args(data_dir, save_dir, model_args, extra), env=env)
+def train(data_dir, save_dir, model_args=TINY_TRANSFORMER, extra=(), env=None,
+          epoch_checkpoints=False):
+    return run_cli("fairseq-train", train_args(data_dir, save_dir, model_args, extra,
+                                               epoch_checkpoints), env=env)
 
 
 def generate(data_dir, checkpoint, extra=(), env=None, check=True):

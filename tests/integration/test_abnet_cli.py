@@ -292,12 +292,14 @@ def test_training_lowers_the_loss(trained_abnet):
      {"iter_decode_max_iter": 4, "iter_decode_with_beam": 2}),
 ])
 def test_abnet_enc_variants_end_to_end(abnet_data, berts, tmp_path, arch, task, criterion, gen):
-    """Both BERT tasks (whose tiny BERTs have different [SEP] ids) through fairseq-generate,
-    fairseq-interactive and the hub interface, with the same output."""
-    out = train(abnet_data, tmp_path, model_args=[], extra=[
+    """Both BERT tasks (whose tiny BERTs have different [SEP] ids) trained under two-rank DDP,
+    then through fairseq-generate, fairseq-interactive and the hub interface, with the same
+    output."""
+    logs = run_ddp(train_args(abnet_data, tmp_path, model_args=[], extra=[
         "--task", task, "--arch", arch, "--source-bert", berts[0], "--criterion", criterion,
-        "--label-smoothing", "0.1", "--max-update", "4"])
-    assert "AB-Net-Enc" in out.stdout + out.stderr
+        "--label-smoothing", "0.1", "--max-update", "3"]))
+    assert "distributed init (rank 1)" in logs[1] and num_updates(logs[0]) == 3
+    assert "AB-Net-Enc" in logs[0]
     gen_options = [f"--{k.replace('_', '-')}={v}" for k, v in gen.items()]
     out = generate(abnet_data, tmp_path / "checkpoint_last.pt", extra=["--task", task, *gen_options])
     generated = hypotheses(out.stdout)
@@ -345,16 +347,12 @@ def test_data_binarised_with_fairseq_dictionary_is_refused(tiny_data, berts, tmp
 # ---------------------------------------------------------------------------------------------
 # two-rank DDP, and the real MiniLM
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("arch,task,criterion", [
-    ("abnet_tiny", "translation_abnet", "nat_loss"),
-    ("abnet_enc_tiny", "translation_bert", "label_smoothed_cross_entropy"),
-    ("abnet_enc_cmlm_tiny", "translation_abnet", "nat_loss"),
-])
-def test_two_rank_ddp(abnet_data, berts, tmp_path, arch, task, criterion):
-    target_bert = ["--target-bert", berts[1]] if arch == "abnet_tiny" else []
+def test_two_rank_ddp(abnet_data, berts, tmp_path):
+    """AB-Net; the AB-Net-Enc variants train under DDP in their end-to-end test."""
     outputs = run_ddp(train_args(abnet_data, tmp_path, model_args=[], extra=[
-        "--task", task, "--arch", arch, "--source-bert", berts[0], *target_bert,
-        "--criterion", criterion, "--label-smoothing", "0.1", "--max-update", "3"]))
+        "--task", "translation_abnet", "--arch", "abnet_tiny", "--source-bert", berts[0],
+        "--target-bert", berts[1], "--criterion", "nat_loss", "--label-smoothing", "0.1",
+        "--max-update", "3"]))
     assert "distributed init (rank 1)" in outputs[1]
     assert num_updates(outputs[0]) == 3
 
@@ -364,7 +362,7 @@ def test_packaged_minilm_end_to_end(tmp_path):
     raw.mkdir()
     pairs = [("the file is open", "die datei ist offen"), ("close the window", "schliesse das fenster"),
              ("save the file", "speichere die datei"), ("open a new window", "oeffne ein neues fenster")]
-    for split, reps in (("train", 12), ("valid", 1), ("test", 1)):
+    for split, reps in (("train", 12), ("test", 1)):  # bert_binarize.sh: valid is optional
         (raw / f"{split}.en-de.en").write_text("".join(f"{e}\n" for e, _ in pairs * reps))
         (raw / f"{split}.en-de.de").write_text("".join(f"{d}\n" for _, d in pairs * reps))
     bert = "all-MiniLM-L6-v2"
@@ -372,7 +370,8 @@ def test_packaged_minilm_end_to_end(tmp_path):
     out = train(data, tmp_path / "ck", model_args=[], extra=[
         "--task", "translation_abnet", "--arch", "abnet_tiny", "--source-bert", bert,
         "--target-bert", bert, "--source-lang", "en", "--target-lang", "de",
-        "--criterion", "nat_loss", "--max-update", "3", "--max-tokens", "2000"])
+        "--criterion", "nat_loss", "--max-update", "1", "--max-tokens", "2000",
+        "--disable-validation"])
     assert "AB-Net:" in out.stdout
     log = out.stdout + out.stderr  # one line on the fresh MLM head, not transformers' table
     assert log.count("has no MLM-head weights") == 1 and "LOAD REPORT" not in log

@@ -17,7 +17,7 @@ def run(tiny_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("avg")
     train(tiny_data, root / "ckpt", extra=[
         "--max-update", "5", "--save-interval-updates", "1", "--keep-interval-updates", "10",
-        "--tensorboard-logdir", root / "tb"])
+        "--tensorboard-logdir", root / "tb"], epoch_checkpoints=True)
     return root
 
 

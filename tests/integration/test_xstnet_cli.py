@@ -1,5 +1,5 @@
-"""XSTNet through the CLIs: bad audio, progressive training (stage 1 -> stage 2 -> resume ->
-generation of ST, ASR, MT), the speech path learning ASR, frozen wav2vec 2.0, two-rank DDP.
+"""XSTNet through the CLIs: bad audio, progressive training (stage 1 -> stage 2 -> generation
+of ST and MT), the speech path learning ASR, frozen wav2vec 2.0, two-rank DDP.
 
 The corpus (``conftest.corpus``) is synthesised with espeak-ng from a small word-by-word
 English-French text; the wav2vec 2.0 checkpoint is a tiny random one saved in fairseq's format
@@ -58,13 +58,10 @@ def test_progressive_training_and_generation_end_to_end(corpus, tmp_path):
     tuned = torch.load(stage2 / "checkpoint_last.pt", weights_only=True)["model"]
     key = "encoder.layers.0.fc1.weight"
     assert not torch.equal(tuned["encoder.wav2vec2." + key], original[key])
-    # resume: a second run continues from checkpoint_last.pt
-    resumed = run_cli("fairseq-train", args2 + ["--max-update", "6"])
-    assert "loaded checkpoint" in (resumed.stdout + resumed.stderr).lower()
-    assert "num_updates 6" in resumed.stdout + resumed.stderr.replace("=", " ")
+    # (resuming the shared speech task: Chimera's two-stage test; ASR generation with WER: the
+    # ASR test below)
     n_test = len((data / "test.tsv").read_text().splitlines()) - 1
-    for eval_task, scoring, metric in (("st", "sacrebleu", "BLEU"), ("asr", "wer", "WER"),
-                                       ("mt", "sacrebleu", "BLEU")):
+    for eval_task, scoring, metric in (("st", "sacrebleu", "BLEU"), ("mt", "sacrebleu", "BLEU")):
         gen = run_cli("fairseq-generate", [
             data, "--user-dir", PLUGIN, "--task", "xstnet", "--eval-task", eval_task, "--cpu",
             "--path", stage2 / "checkpoint_last.pt", "--gen-subset", "test", "--beam", "2",
@@ -123,11 +120,11 @@ def test_freeze_w2v_keeps_wav2vec2_weights(corpus, tmp_path):
         assert torch.equal(trained[key], original[key[len("encoder.wav2vec2."):]]), key
 
 
-@pytest.mark.parametrize("frontend", ["wav2vec2", "fbank"])
-def test_two_rank_ddp(corpus, tmp_path, frontend):
+def test_two_rank_ddp(corpus, tmp_path):
+    """XSTNet with wav2vec 2.0; the filterbank front-end under DDP is Chimera's DDP test (the
+    same front-end and task code)."""
     data, w2v = corpus
-    speech = ["--w2v-path", w2v] if frontend == "wav2vec2" else ["--speech-frontend", "fbank"]
-    outputs = run_ddp([data, *speech, *XSTNET_TRAIN_ARGS, "--save-dir", tmp_path,
+    outputs = run_ddp([data, "--w2v-path", w2v, *XSTNET_TRAIN_ARGS, "--save-dir", tmp_path,
                        "--train-tasks", "st,asr,mt", "--external-mt", "train_mt.tsv",
                        "--max-update", "3"])
     assert "distributed init (rank 1)" in outputs[1]
