@@ -484,8 +484,7 @@ def main():
                 hypotheses="WordPiece-joined H- lines", tokenize="none",
                 references_name=f"the raw references (pair/test.{SRC}-{TGT}.{TGT}) in "
                                 f"{MINILM}'s basic tokenisation (lower-cased, accents stripped)"),
-            "significance": "sacreBLEU paired bootstrap, 1000 resamples, seed 12345; ci95: the "
-                            "system's BLEU",
+            "significance": harness.SIGNIFICANCE,
             "latency_sentences": s["latency_lines"],
         },
         "ratios": {

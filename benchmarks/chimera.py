@@ -216,8 +216,7 @@ def main():
                        if "MINUTES_ST" in env else
                        f"every stage 1 {env['MAX_UPDATE_MT']} updates, every stage 2 "
                        f"{env['MAX_UPDATE_ST']} updates, chimera_without_mt both"),
-            "significance": "sacreBLEU paired bootstrap, 1000 resamples, seed 12345; ci95: the "
-                            "system's BLEU",
+            "significance": harness.SIGNIFICANCE,
             "bleu": harness.scoring_description(
                 references_name="the raw references (test.tsv tgt_text)"),
             "device": harness.device_description(),

@@ -215,8 +215,7 @@ def main():
                 hypotheses="WordPiece-joined H- lines", tokenize="none",
                 references_name=f"the raw references (pair/test.{SRC}-{TGT}.{TGT}) in "
                                 f"{MINILM}'s basic tokenisation (lower-cased, accents stripped)"),
-            "significance": "sacreBLEU paired bootstrap, 1000 resamples, seed 12345; ci95: the "
-                            "system's BLEU",
+            "significance": harness.SIGNIFICANCE,
             "throughput": "median wps (target words per second) of the train_inner lines",
         },
         "ratios": {

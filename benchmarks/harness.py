@@ -216,6 +216,10 @@ def detokenized_hypotheses(path, refs):
     return ordered_hypotheses(Path(path).read_text(encoding="utf-8"), refs, detokenized=True)
 
 
+SIGNIFICANCE = "sacreBLEU paired bootstrap, 1000 resamples, seed 12345; ci95: the system's BLEU"
+"""How paired_significance compares two systems, for the results JSON."""
+
+
 def paired_significance(baseline, system, refs, **bleu_options):
     """sacreBLEU's paired bootstrap resampling of ``system`` against ``baseline`` (hypothesis
     lists of the references ``refs``): {delta, ci95, p, system_bleu, baseline_bleu,

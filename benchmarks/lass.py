@@ -273,8 +273,8 @@ def main():
             "checkpoint": "checkpoint_best.pt (lowest valid loss)",
             "bleu": harness.scoring_description(
                 references_name=f"the raw references of the first {n} test lines"),
-            "significance": "sacreBLEU paired bootstrap, 1000 resamples, seed 12345; ci95: the "
-                            "system's BLEU; pooled: the directions' test sets concatenated",
+            "significance": (harness.SIGNIFICANCE
+                             + "; pooled: the directions' test sets concatenated"),
             "device": harness.device_description(),
         },
         "ratios": {

@@ -347,8 +347,8 @@ def main():
                           "and at the budget's end)",
             "bleu": harness.scoring_description(
                 references_name="the raw references (data/<subset>.<src>-<tgt>.<tgt>)"),
-            "significance": "sacreBLEU paired bootstrap, 1000 resamples, seed 12345; ci95: the "
-                            "system's BLEU; pooled: the directions' test sets concatenated",
+            "significance": (harness.SIGNIFICANCE
+                             + "; pooled: the directions' test sets concatenated"),
             "off_target": f"py3langid restricted to {LANGUAGES}",
             "device": harness.device_description(),
         },

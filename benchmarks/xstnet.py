@@ -162,8 +162,7 @@ def main():
                        "st_only, asr and xstnet stage 2: MAX_UPDATE_ST updates each") +
                       " (xstnet's include external-MT batches); xstnet and cascade share the "
                       "stage-1 MT model",
-            "significance": "sacreBLEU paired bootstrap, 1000 resamples, seed 12345; ci95: the "
-                            "system's BLEU",
+            "significance": harness.SIGNIFICANCE,
             "bleu": harness.scoring_description(
                 references_name="the raw references (test.tsv tgt_text)"),
             "wer": harness.scoring_description(

@@ -75,6 +75,19 @@ non_english_side() {  # SRC TGT: the other language of an en-X direction (gettex
     if [ "$1" = en ]; then echo "$2"; else echo "$1"; fi
 }
 
+link_gettext_direction() {  # RAW_DIR PAIR_DIR SRC TGT: gettext names its files by the
+                            # English-centric pair (SPLIT.en-X.LANG); link them under the
+                            # direction's names, PAIR_DIR/SPLIT.SRC-TGT.LANG
+    local raw="$1" pair="$2" src="$3" tgt="$4" split lang other
+    other="$(non_english_side "$src" "$tgt")"
+    mkdir -p "$pair"
+    for split in train valid test; do
+        for lang in "$src" "$tgt"; do
+            ln -sf "$raw/$split.en-$other.$lang" "$pair/$split.$src-$tgt.$lang"
+        done
+    done
+}
+
 prepare_gettext() {  # RAW_DIR LANG...: en-LANG corpora from the gettext catalogs (MAX_TRAIN caps
                      # the training pairs), skipped when RAW_DIR already holds them
     local raw="$1"

@@ -60,13 +60,7 @@ lang_other="$(non_english_side "$src" "$tgt")"
 
 prepare() {
     prepare_gettext "$work/raw" "$lang_other"
-    # gettext names files by the English-centric pair; give them the direction's names.
-    mkdir -p "$work/pair"
-    for split in train valid test; do
-        for lang in "$src" "$tgt"; do
-            ln -sf "$work/raw/$split.en-$lang_other.$lang" "$work/pair/$split.$src-$tgt.$lang"
-        done
-    done
+    link_gettext_direction "$work/raw" "$work/pair" "$src" "$tgt"
     if [ -n "${TRAIN_TARGET:-}" ]; then
         local expected; expected="$(wc -l < "$work/pair/train.$src-$tgt.$src")"
         [ "$(wc -l < "$TRAIN_TARGET")" = "$expected" ] || \

@@ -57,12 +57,7 @@ read -r -a student_arch <<< "${STUDENT_ARCH:---arch transformer --share-all-embe
 
 prepare() {
     prepare_gettext "$work/raw" "$lang_other"
-    mkdir -p "$work/pair"
-    for split in train valid test; do
-        for lang in "$src" "$tgt"; do
-            ln -sf "$work/raw/$split.en-$lang_other.$lang" "$work/pair/$split.$src-$tgt.$lang"
-        done
-    done
+    link_gettext_direction "$work/raw" "$work/pair" "$src" "$tgt"
     [ -f "$data/train.$src-$tgt.$tgt.bin" ] || PYTHON="$python" bash "$repo/examples/data/bert_binarize.sh" \
         "$work/pair" "$src-$tgt" "$src" "$tgt" "$bert" "$bert" "$data"
 }
