@@ -20,3 +20,5 @@ from ptnmt_fairseq import mrasp2  # noqa: E402,F401
 from ptnmt_fairseq import lass  # noqa: E402,F401
 from ptnmt_fairseq import chimera  # noqa: E402,F401
 from ptnmt_fairseq import cmlm_kd  # noqa: E402,F401
+from ptnmt_fairseq import ctnmt  # noqa: E402,F401
+from ptnmt_fairseq import bert_fused  # noqa: E402,F401

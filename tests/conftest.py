@@ -261,6 +261,18 @@ def berts(tmp_path_factory):
     return str(source), str(target)
 
 
+@pytest.fixture(scope="session")
+def bert_nmt_data(tmp_path_factory, berts):
+    """translation_bert data of the tiny bitext: source in the uncased tiny BERT's ids (the
+    source BERT of CTNMT and BERT-fused), target in the cased one's."""
+    root = tmp_path_factory.mktemp("bert_nmt")
+    raw = make_tiny_bitext(root / "raw", n_train=120, pair="src-tgt")
+    subprocess.run(["bash", REPO / "examples/data/bert_binarize.sh", raw, "src-tgt", "src", "tgt",
+                    *berts, root / "bin", "translation_bert"],
+                   check=True, env=BASE_ENV, capture_output=True, text=True)
+    return root / "bin"
+
+
 # ---------------------------------------------------------------------------------------------
 # multilingual family: a gettext-shaped en-de/en-fr corpus from a tiny lexicon, prepared by
 # examples/data/prepare_multilingual.py, with word dictionaries and AA monolingual text

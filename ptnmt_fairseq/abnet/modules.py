@@ -5,6 +5,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fairseq.modules import LayerNorm, MultiheadAttention
 
+from ptnmt_fairseq.common.bert.features import bert_positions
 from ptnmt_fairseq.common.compat import bert_attention_mask, run_bert_layer
 
 
@@ -61,12 +62,6 @@ def adapter_layer_ids(num_layers, top_k):
     if top_k is None or top_k <= 0 or top_k >= num_layers:
         return list(range(num_layers))
     return list(range(num_layers - top_k, num_layers))
-
-
-def bert_positions(keep):
-    """Position ids that count only real tokens, so a sentence gets the same BERT positions
-    whether it is padded on the left, on the right, or not at all."""
-    return (keep.long().cumsum(dim=1) - 1).clamp(min=0)
 
 
 class AdaptedBert(nn.Module):

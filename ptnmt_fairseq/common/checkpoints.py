@@ -110,3 +110,35 @@ def save_checkpoint_atomically(state, output):
                                                        enum_to_str=True))
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     torch_persistent_save(state, str(output))
+
+
+def warm_start_strictly(model, path, is_new, option="--warm-start-nmt"):
+    """Load the ``model`` tensors of the fairseq checkpoint ``path`` into ``model``, strictly:
+    every tensor of the checkpoint must exist in ``model`` with its shape, and every tensor of
+    ``model`` must come from the checkpoint unless ``is_new(name)`` (the modules the warm start
+    adds). A ValueError names the first offending tensors; nothing is loaded then.
+
+    Why: bert-nmt/bert-nmt warm-starts BERT-fused with ``strict=False`` (its
+    ``--warmup-from-nmt``), so a checkpoint of another model loads nothing and training silently
+    starts from scratch (users report 23 BLEU instead of 34).
+    """
+    from fairseq import checkpoint_utils
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{option} {path}: no such checkpoint")
+    state = checkpoint_utils.load_checkpoint_to_cpu(path)["model"]
+    own = model.state_dict()
+    unexpected = sorted(set(state) - set(own))
+    missing = sorted(k for k in own if k not in state and not is_new(k))
+    mismatched = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+                        for k in state if k in own and state[k].shape != own[k].shape)
+    problems = [(what, names) for what, names in (
+        ("tensors the model lacks", unexpected), ("model tensors it lacks", missing),
+        ("shapes that differ", mismatched)) if names]
+    if problems:
+        detail = "; ".join(f"{len(names)} {what}: {', '.join(names[:3])}"
+                           + (" ..." if len(names) > 3 else "") for what, names in problems)
+        raise ValueError(f"{option} {path} does not match this model: {detail}")
+    merged = {k: state.get(k, v) for k, v in own.items()}
+    model.load_state_dict(merged, strict=True)
+    return sorted(k for k in own if k not in state)

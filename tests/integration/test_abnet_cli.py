@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import ptnmt_fairseq  # noqa: F401
 from ptnmt_fairseq.abnet.modules import EncoderAdapter
 from conftest import (
-    BASE_ENV, REPO, generate, hub_translate, hypotheses, interactive, make_tiny_bitext,
+    BASE_ENV, REPO, generate, hub_translate, hypotheses, interactive,
     num_updates, outputs, run_cli, run_ddp, train, train_args,
 )
 
@@ -27,10 +27,9 @@ def binarize(raw, berts, out, task="translation_abnet", src="src", tgt="tgt"):
 
 
 @pytest.fixture(scope="module")
-def abnet_data(tmp_path_factory, berts):
-    root = tmp_path_factory.mktemp("abnet")
-    raw = make_tiny_bitext(root / "raw", n_train=120, pair="src-tgt")
-    return binarize(raw, berts, root / "bin")
+def abnet_data(bert_nmt_data):
+    """translation_abnet reads translation_bert's binaries: the shared tiny BERT data."""
+    return bert_nmt_data
 
 
 def abnet_args(berts, arch="abnet_tiny", extra=()):

@@ -19,6 +19,7 @@ from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask, load_langpair_dataset
 
 from ptnmt_fairseq.common.bert.dictionary import BertDictionary, check_binarized_ids
+from ptnmt_fairseq.common.bert.feature_cache import read_manifest, wrap_split
 from ptnmt_fairseq.common.compat import language_pair_dataset_class
 from ptnmt_fairseq.common.scoring import warn_damaged_references
 
@@ -109,6 +110,10 @@ class TranslationBertConfig(TranslationConfig):
     # BERT has absolute positions; BertEncoder counts positions over real tokens only, but right
     # padding is what the authors used and keeps batches identical to theirs.
     left_pad_source: bool = field(default=False, metadata={"help": "pad source on the left"})
+    bert_feature_cache: str = field(default="", metadata={
+        "help": "directory of cached frozen-BERT source features "
+                "(python -m ptnmt_fairseq.common.bert.feature_cache); models that read "
+                "net_input['bert_features'] (CTNMT, BERT-fused) then skip the BERT forward pass"})
 
 
 @register_task("translation_bert", dataclass=TranslationBertConfig)
@@ -129,3 +134,21 @@ class TranslationBertTask(BertVocabularyTaskMixin, TranslationTask):
             prepend_bos_src=self.src_dict.bos(),  # BERT input: [CLS] x [SEP]
         )
         self.check_split(split, data_path)
+        if self.cfg.bert_feature_cache:
+            self.datasets[split] = wrap_split(self.datasets[split], self.cfg.bert_feature_cache,
+                                              split, data_path, self.cfg.source_lang,
+                                              self.cfg.target_lang)
+
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        # A model warm-started from another checkpoint (BERT-fused: --warm-start-nmt) loads it
+        # when training starts, not when its own checkpoint is loaded (generate, hub, resume).
+        if not from_checkpoint and hasattr(model, "warm_start"):
+            model.warm_start()
+        if self.cfg.bert_feature_cache:
+            check = getattr(model, "check_bert_feature_cache", None)
+            if check is None:
+                raise ValueError(f"--bert-feature-cache: the model {type(model).__name__} does "
+                                 "not read cached BERT features (CTNMT and BERT-fused do)")
+            check(read_manifest(self.cfg.bert_feature_cache), self.cfg.bert_feature_cache)
+        return model
