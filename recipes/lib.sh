@@ -97,6 +97,58 @@ prepare_gettext() {  # RAW_DIR LANG...: en-LANG corpora from the gettext catalog
     MAX_TRAIN="${MAX_TRAIN:-}" PYTHON="$python" bash "$repo/examples/data/prepare_gettext.sh" "$raw" "$@"
 }
 
+prepare_bert_source_pair() {  # SRC TGT SRC_BERT: the gettext SRC-TGT corpus in $work/pair, binarised
+                              # into $work/bert-bin for translation_bert: the source with SRC_BERT's
+                              # WordPiece (its ids are the BERT's), the target with TGT_VOCAB (default:
+                              # a cased WordPiece vocabulary of 8000 learned on the training targets,
+                              # $work/tgt-vocab, by examples/data/pretrain_bert.py: its tokenizer only
+                              # matters, the one-step model is never used). Used by CTNMT and BERT-fused.
+    local src="$1" tgt="$2" src_bert="$3" tgt_vocab="${TGT_VOCAB:-$work/tgt-vocab}"
+    prepare_gettext "$work/raw" "$(non_english_side "$src" "$tgt")"
+    link_gettext_direction "$work/raw" "$work/pair" "$src" "$tgt"
+    if [ -z "${TGT_VOCAB:-}" ] && [ ! -f "$tgt_vocab/vocab.txt" ]; then
+        "$python" "$repo/examples/data/pretrain_bert.py" "$work/pair/train.$src-$tgt.$tgt" \
+            --out "$tgt_vocab" --vocab-size 8000 --steps 1 --layers 1 --hidden 32 --heads 2 \
+            --intermediate 64 > "$work/tgt-vocab.log" 2>&1 \
+            || die "learning the target vocabulary failed (see $work/tgt-vocab.log)"
+    fi
+    [ -f "$work/bert-bin/train.$src-$tgt.$tgt.bin" ] || PYTHON="$python" bash \
+        "$repo/examples/data/bert_binarize.sh" "$work/pair" "$src-$tgt" "$src" "$tgt" "$src_bert" \
+        "$tgt_vocab" "$work/bert-bin"
+}
+
+# The CPU-sized Transformer of the CTNMT and BERT-fused recipes, every system alike (ARCH_DIMS)
+bert_nmt_arch_dims="--encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 --decoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4 --encoder-normalize-before --decoder-normalize-before"
+
+train_bert_nmt() {  # SYSTEM OPTIONS...: train_logged into $work/SYSTEM on $work/bert-bin
+                    # (translation_bert): ARCH_DIMS, label smoothing 0.1, Adam (0.9, 0.98), LR with
+                    # inverse_sqrt over WARMUP updates, MAX_TOKENS, the MAX_UPDATE/MINUTES budget;
+                    # OPTIONS come after these, so a system may replace any of them
+    local system="$1" dims
+    shift
+    read -r -a dims <<< "${ARCH_DIMS-$bert_nmt_arch_dims}"
+    # shellcheck disable=SC2046
+    train_logged "$work/$system" "$work/bert-bin" --task translation_bert \
+        --criterion label_smoothed_cross_entropy --lr-scheduler inverse_sqrt "${dims[@]}" \
+        --share-decoder-input-output-embed --label-smoothing 0.1 --optimizer adam \
+        --adam-betas '(0.9,0.98)' --lr "${LR:-2e-3}" --warmup-updates "${WARMUP:-200}" \
+        --max-tokens "${MAX_TOKENS:-2048}" --log-interval 50 \
+        $(budget_options "${MAX_UPDATE:-600}" "${MINUTES:-}") "$@"
+}
+
+evaluate_bert_nmt() {  # SYSTEM SRC TGT: decode the test split of $work/bert-bin with
+                       # $work/SYSTEM/checkpoint_best.pt into $work/SYSTEM/test.gen (BEAM, LENPEN) and
+                       # print its BLEU against the raw targets (score_wordpiece); no decoding
+                       # when the system was not trained, or test.gen is newer than its checkpoint
+    local out="$work/$1/test.gen"
+    [ -f "$work/$1/checkpoint_best.pt" ] || return 0
+    [ "$out" -nt "$work/$1/checkpoint_best.pt" ] || generate_logged "$out" "$work/bert-bin" --task translation_bert \
+        --path "$work/$1/checkpoint_best.pt" --gen-subset test --beam "${BEAM:-5}" \
+        --lenpen "${LENPEN:-1.0}" --max-tokens 4000
+    echo -n "$1 test: "
+    score_wordpiece "$out" "$work/pair/test.$2-$3.$3" "${TGT_VOCAB:-$work/tgt-vocab}"
+}
+
 declare -gA freedict_code=([de]=deu [fr]=fra)  # FreeDict has no Romanian: RAS never produces it
 
 prepare_freedict() {  # DICT_DIR LANG...: FreeDict word pairs DICT_DIR/en-LANG.txt and LANG-en.txt

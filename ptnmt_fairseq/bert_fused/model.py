@@ -118,6 +118,11 @@ class BertFusedDecoderLayer(TransformerDecoderLayerBase):
                                   encoder_decoder_attention=True)
 
 
+def every_layer(layers):
+    """All layers, also of a LayerDropModuleList (iterating one in training skips layers)."""
+    return [layers[i] for i in range(len(layers))]
+
+
 @contextlib.contextmanager
 def bert_inputs(attentions, bert_out, bert_padding_mask):
     for attention in attentions:
@@ -146,6 +151,9 @@ class BertFusedEncoder(TransformerEncoderBase):
     def attach_bert(self, bert_features, output_layer):
         self.bert_features, self.bert_output_layer = bert_features, output_layer
 
+    def max_positions(self):
+        return min(super().max_positions(), self.bert_features.max_positions)
+
     def bert_output(self, src_tokens, bert_features):
         if bert_features is not None:
             states = bert_features[str(self.bert_output_layer)]
@@ -157,7 +165,8 @@ class BertFusedEncoder(TransformerEncoderBase):
     def forward(self, src_tokens, src_lengths=None, return_all_hiddens=False,
                 token_embeddings=None, bert_features=None):
         bert_out, bert_padding_mask = self.bert_output(src_tokens, bert_features)
-        with bert_inputs([layer.self_attn for layer in self.layers], bert_out, bert_padding_mask):
+        with bert_inputs([layer.self_attn for layer in every_layer(self.layers)], bert_out,
+                         bert_padding_mask):
             out = super().forward(src_tokens, src_lengths, return_all_hiddens, token_embeddings)
         out["bert_out"], out["bert_padding_mask"] = [bert_out], [bert_padding_mask]
         return out
@@ -186,7 +195,7 @@ class BertFusedDecoder(TransformerDecoderBase):
     def extract_features(self, prev_output_tokens, encoder_out, incremental_state=None,
                          full_context_alignment=False, alignment_layer=None,
                          alignment_heads=None):
-        with bert_inputs([layer.encoder_attn for layer in self.layers],
+        with bert_inputs([layer.encoder_attn for layer in every_layer(self.layers)],
                          encoder_out["bert_out"][0], encoder_out["bert_padding_mask"][0]):
             return super().extract_features(prev_output_tokens, encoder_out, incremental_state,
                                             full_context_alignment, alignment_layer,

@@ -48,6 +48,10 @@ class CtnmtDistillCriterion(LabelSmoothedCrossEntropyCriterion):
             "distill_distance": distance.data * sample_size, "ntokens": sample["ntokens"],
             "nsentences": sample["target"].size(0), "sample_size": sample_size,
         }
+        if self.report_accuracy:
+            n_correct, total = self.compute_accuracy(model, net_output, sample)
+            logging_output["n_correct"] = utils.item(n_correct.data)
+            logging_output["total"] = utils.item(total.data)
         return loss, sample_size, logging_output
 
     @classmethod

@@ -56,7 +56,7 @@ def split_bert_group(optimizer):
                          f"{len(groups)}")
     params = groups[0]["params"]
     if isinstance(getattr(optimizer, "fp32_params", None), dict):  # FP16Optimizer, flattened
-        raise ValueError("rate_scheduled: --fp16/--bf16 flattened every weight into one tensor, "
+        raise ValueError("rate_scheduled: --fp16 flattened every weight into one tensor, "
                          "so BERT's cannot get its own learning rate; add "
                          "--fp16-no-flatten-grads")
     bert = [p for p in params if getattr(p, "param_group", None) == BERT_PARAM_GROUP]

@@ -63,7 +63,7 @@ def distillation_distance(student, teacher, keep):
     """Eq. (4), CTNMT: the squared L2 distance ||h_lm - h_nmt||^2 per real source token, averaged
     over real tokens. ``student``, ``teacher``: B x S x C; ``keep``: B x S bool. The teacher gets
     no gradient (a stop-gradient on BERT's states, as in NeurST)."""
-    per_token = (student - teacher.detach()).pow(2).sum(-1)
+    per_token = (student.float() - teacher.detach().float()).pow(2).sum(-1)  # fp16/bf16 overflow
     return per_token.masked_select(keep).mean()
 
 
@@ -83,6 +83,9 @@ class CtnmtEncoder(TransformerEncoderBase):
                        DynamicSwitch(bert_features.hidden_size, self.embed_tokens.embedding_dim,
                                      gate=(fusion == "switch")))
         self._fusion_input = None
+
+    def max_positions(self):
+        return min(super().max_positions(), self.bert_features.max_positions)
 
     def bert_hidden(self, src_tokens, bert_features):
         if bert_features is not None:
@@ -157,6 +160,8 @@ class CtnmtModel(TransformerModel):
                                   args.distill_bert_layer)
         for param in bert.parameters():
             param.param_group = BERT_PARAM_GROUP
+        if not frozen:
+            freeze_unreachable(model, features, args)
         model.distill_projection, model.distill_encoder_layer = None, args.distill_encoder_layer
         if args.asymptotic_distillation:
             # Q: NMT width -> BERT width, a linear map when they differ (NeurST), else none.
@@ -182,10 +187,13 @@ class CtnmtModel(TransformerModel):
         return x, extra
 
     def distillation(self, encoder_out):
-        """Eq. (4) between encoder state ``--distill-encoder-layer`` (projected by Q) and BERT's
-        layer ``--distill-bert-layer``; a scalar."""
-        states = encoder_out["encoder_states"]
-        student = states[self.distill_encoder_layer].transpose(0, 1)
+        """Eq. (4) between encoder state ``--distill-encoder-layer`` (projected by Q; -1 the
+        encoder's output, after the final LayerNorm of a pre-norm encoder) and BERT's layer
+        ``--distill-bert-layer``; a scalar."""
+        if self.distill_encoder_layer == -1:
+            student = encoder_out["encoder_out"][0].transpose(0, 1)
+        else:
+            student = encoder_out["encoder_states"][self.distill_encoder_layer].transpose(0, 1)
         teacher = encoder_out["bert_distill_target"][0].to(student.dtype)
         keep = ~encoder_out["encoder_padding_mask"][0]
         return distillation_distance(self.distill_projection(student), teacher, keep)
@@ -194,6 +202,18 @@ class CtnmtModel(TransformerModel):
         features = self.encoder.bert_features
         check_model_matches(manifest, cache_dir, bert_weights_checksum(features.bert),
                             features.layers, trainable=not features.frozen)
+
+
+def freeze_unreachable(model, features, args):
+    """Freeze what no loss reaches when BERT trains: BERT's layers above the fused one (they
+    only feed the distillation teacher, behind its stop-gradient) and, with ``--bert-fusion
+    input``, the encoder's own token embeddings (replaced by BERT's states). Trainable weights
+    without a gradient would also stop torch's DDP ("Expected to have finished reduction")."""
+    fused = features.index[args.bert_fusion_layer]
+    for layer in features.bert.encoder.layer[fused:]:
+        layer.requires_grad_(False)
+    if args.bert_fusion == "input" and model.encoder.embed_tokens is not model.decoder.embed_tokens:
+        model.encoder.embed_tokens.requires_grad_(False)
 
 
 def ctnmt_defaults(args):

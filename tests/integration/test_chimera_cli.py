@@ -75,8 +75,8 @@ def test_text_path_learns_mt_through_the_memory(corpus, tmp_path):
     data, w2v = corpus
     run_cli("fairseq-train", [
         data, "--w2v-path", w2v, *CHIMERA_TRAIN_ARGS, "--save-dir", tmp_path, "--train-tasks", "mt",
-        "--encoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128", "--lr", "2e-3",
-        "--warmup-updates", "30", "--dropout", "0", "--max-update", "250",
+        "--encoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128", "--lr", "4e-3",
+        "--warmup-updates", "20", "--dropout", "0", "--max-update", "150",
         "--disable-validation", "--log-interval", "50"])
     gen = run_cli("fairseq-generate", [
         data, "--user-dir", PLUGIN, "--task", "chimera", "--train-tasks", "mt", "--cpu",

@@ -96,8 +96,8 @@ def test_speech_path_learns_asr_on_a_tiny_corpus(corpus, tmp_path, frontend):
     run_cli("fairseq-train", [
         data, *speech, *XSTNET_TRAIN_ARGS, "--save-dir", tmp_path, "--train-tasks", "asr",
         "--encoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128", "--shrink-channels", "64",
-        "--encoder-layers", "2", "--decoder-layers", "2", "--lr", "2e-3", "--warmup-updates", "30",
-        "--dropout", "0", "--max-update", "300", "--disable-validation", "--log-interval", "50"])
+        "--encoder-layers", "2", "--decoder-layers", "2", "--lr", "4e-3", "--warmup-updates", "20",
+        "--dropout", "0", "--max-update", "200", "--disable-validation", "--log-interval", "50"])
     gen = run_cli("fairseq-generate", [
         data, "--user-dir", PLUGIN, "--task", "xstnet", "--train-tasks", "asr", "--cpu",
         "--path", tmp_path / "checkpoint_last.pt", "--gen-subset", "train", "--beam", "2",

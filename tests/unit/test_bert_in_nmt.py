@@ -126,7 +126,7 @@ def test_slanted_rate_sets_bert_group_lr_and_frozen_bert_is_refused(bert_nmt_dat
     assert not frozen.encoder.bert_features.bert.training  # frozen features: eval mode
 
 
-def test_drop_net_by_hand_in_training_and_inference():
+def test_drop_net_by_hand_in_training_and_inference(monkeypatch):
     torch.manual_seed(0)
     attention = BertFusedAttention(4, 2, bert_dim=6, drop_net=1.0, self_attention=True)
     x, bert = torch.randn(3, 2, 4), torch.randn(5, 2, 6)
@@ -149,11 +149,9 @@ def test_drop_net_by_hand_in_training_and_inference():
     assert torch.allclose(attention(x, x, x)[0], (own + via_bert) / 2, atol=1e-6)
     # p_net = 0.5: U < 0.25 -> (1, 0), U > 0.75 -> (0, 1), otherwise (1/2, 1/2)
     for u, weights in ((0.1, (1.0, 0.0)), (0.5, (0.5, 0.5)), (0.9, (0.0, 1.0))):
-        torch.rand = lambda *a, u=u: torch.tensor(u)  # noqa: E731
-        try:
-            assert drop_net_weights(0.5, training=True) == weights
-        finally:
-            del torch.rand
+        monkeypatch.setattr(torch, "rand", lambda *a, u=u: torch.tensor(u))
+        assert drop_net_weights(0.5, training=True) == weights
+    monkeypatch.undo()
     assert drop_net_weights(0.5, training=False) == (0.5, 0.5)
 
 
@@ -202,6 +200,8 @@ def test_feature_cache_matches_live_bert_and_refuses_stale_data(bert_nmt_data, b
 
 
 def test_bert_fused_incremental_decoding_and_reordering_match_full_passes(bert_nmt_data, berts):
+    """Step-by-step decoding with fairseq's incremental state equals one full pass, also when
+    the batch is reordered and shrunk mid-way as beam search does."""
     torch.manual_seed(0)
     _, task, model = build(bert_nmt_data, berts, "bert_fused_base")
     model.eval()
@@ -219,7 +219,19 @@ def test_bert_fused_incremental_decoding_and_reordering_match_full_passes(bert_n
                                        incremental_state=incremental)[0])
         real = prev.ne(task.tgt_dict.pad())  # pads get no position in a step-by-step pass
         assert torch.allclose(torch.cat(steps, dim=1)[real], full[real], atol=1e-5)
-        order = torch.tensor([2, 0, 3, 1, 1])
+        # beam search: two steps, then the batch reordered and shrunk (cached keys and values
+        # of both attentions over BERT and the encoder follow), then the rest step by step
+        order = torch.tensor([2, 0, 2])
+        incremental, steps = {}, []
+        for t in range(2):
+            steps.append(model.decoder(prev[:, :t + 1], encoder_out,
+                                       incremental_state=incremental)[0].index_select(0, order))
+        model.decoder.reorder_incremental_state_scripting(incremental, order)
         reordered = model.encoder.reorder_encoder_out(encoder_out, order)
-        again, _ = model.decoder(prev.index_select(0, order), reordered)
-    assert torch.allclose(again, full.index_select(0, order), atol=1e-5)
+        moved = prev.index_select(0, order)
+        for t in range(2, prev.size(1)):
+            steps.append(model.decoder(moved[:, :t + 1], reordered,
+                                       incremental_state=incremental)[0])
+    real = moved.ne(task.tgt_dict.pad())
+    expected = full.index_select(0, order)
+    assert torch.allclose(torch.cat(steps, dim=1)[real], expected[real], atol=1e-5)

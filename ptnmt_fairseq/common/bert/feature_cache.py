@@ -75,6 +75,12 @@ class BertFeatureCacheDataset(BaseWrapperDataset):
         if len(self.offsets) != len(dataset) + 1:
             raise ValueError(f"{self.cache_dir}/{split}.offsets.npy has {len(self.offsets) - 1} "
                              f"sentences, the {split} split {len(dataset)}")
+        differ = np.flatnonzero(np.diff(self.offsets) != np.asarray(dataset.src_sizes))
+        if len(differ):
+            raise ValueError(f"{self.cache_dir}/{split}: sentence {differ[0]} has "
+                             f"{self.offsets[differ[0] + 1] - self.offsets[differ[0]]} cached "
+                             f"positions but {dataset.src_sizes[differ[0]]} source tokens "
+                             f"({len(differ)} such sentences; --truncate-source?): rebuild it")
         dim, dtype = manifest["hidden_size"], np.dtype(manifest["dtype"])
         self.layers = {
             str(layer): np.memmap(self.cache_dir / f"{split}.layer{layer}.bin", dtype=dtype,
@@ -92,20 +98,18 @@ class BertFeatureCacheDataset(BaseWrapperDataset):
         if not batch:
             return batch
         src_tokens = batch["net_input"]["src_tokens"]
-        lengths = batch["net_input"]["src_lengths"]
-        features = {}
-        for layer in self.layers:
-            padded = src_tokens.new_zeros(*src_tokens.shape, self.layers[layer].shape[1],
-                                          dtype=torch.float32)
-            for row, (index, length) in enumerate(zip(batch["id"].tolist(), lengths.tolist())):
-                cached = self.features(index)[layer]
+        lengths = batch["net_input"]["src_lengths"].tolist()
+        features = {layer: src_tokens.new_zeros(*src_tokens.shape, rows.shape[1],
+                                                dtype=torch.float32)
+                    for layer, rows in self.layers.items()}
+        for row, (index, length) in enumerate(zip(batch["id"].tolist(), lengths)):
+            for layer, cached in self.features(index).items():
                 if cached.size(0) != length:
                     raise ValueError(
                         f"{self.cache_dir}/{self.split}.layer{layer}.bin: sentence {index} has "
                         f"{cached.size(0)} cached positions but {length} source tokens; rebuild "
                         "the cache for this data")
-                padded[row, :length] = cached
-            features[layer] = padded
+                features[layer][row, :length] = cached
         batch["net_input"]["bert_features"] = features
         return batch
 
@@ -158,6 +162,7 @@ def build_cache(data, bert_name, src, tgt, splits, layers, out, dtype="float32",
     features = BertFeatures(bert, layers, frozen=True)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # until the new one: no half-rebuilt cache passes
     manifest = {"bert": bert_name, "bert_checksum": bert_weights_checksum(bert),
                 "layers": [int(i) for i in layers], "hidden_size": features.hidden_size,
                 "dtype": dtype, "splits": {}}

@@ -34,7 +34,7 @@ class BertFeatures(nn.Module):
     """A HuggingFace ``BertModel`` returning chosen hidden layers of a padded batch.
 
     ``layers``: indices into BERT's hidden states, 0 the embedding output, -1 the last layer,
-    -2 the second-to-last. ``frozen``: the BERT gets no gradient and always runs in eval mode
+    -2 the second-to-last; BERT's layers above the deepest of them are removed. ``frozen``: the BERT gets no gradient and always runs in eval mode
     (no dropout), also while the NMT model trains, so its features are deterministic and can be
     cached (``feature_cache``).
 
@@ -44,7 +44,6 @@ class BertFeatures(nn.Module):
 
     def __init__(self, bert, layers: Sequence[int], frozen: bool):
         super().__init__()
-        self.bert = bert
         self.layers = tuple(int(i) for i in layers)
         self.frozen = frozen
         depth = bert.config.num_hidden_layers
@@ -52,6 +51,12 @@ class BertFeatures(nn.Module):
             if not -(depth + 1) <= i <= depth:
                 raise ValueError(f"BERT layer {i} does not exist: the BERT has {depth} layers "
                                  f"(0 = embeddings, -1 = last)")
+        # hidden-state index of each requested layer; the layers above the deepest are dropped
+        # (they would cost time, and under DDP be parameters without gradient)
+        self.index = {i: i % (depth + 1) for i in self.layers}
+        bert.encoder.layer = bert.encoder.layer[:max(self.index.values(), default=0)]
+        bert.config.num_hidden_layers = len(bert.encoder.layer)
+        self.bert = bert
         self.hidden_size = bert.config.hidden_size
         self.max_positions = bert.config.max_position_embeddings
         if frozen:
@@ -74,4 +79,4 @@ class BertFeatures(nn.Module):
             out = self.bert(input_ids=src_tokens, attention_mask=keep.long(),
                             position_ids=bert_positions(keep), output_hidden_states=True)
         mask = keep.unsqueeze(-1)
-        return {i: out.hidden_states[i].masked_fill(~mask, 0.0) for i in self.layers}
+        return {i: out.hidden_states[self.index[i]].masked_fill(~mask, 0.0) for i in self.layers}

@@ -145,7 +145,7 @@ class TranslationBertTask(BertVocabularyTaskMixin, TranslationTask):
         # when training starts, not when its own checkpoint is loaded (generate, hub, resume).
         if not from_checkpoint and hasattr(model, "warm_start"):
             model.warm_start()
-        if self.cfg.bert_feature_cache:
+        if self.cfg.bert_feature_cache and not from_checkpoint:  # a decoded model reads no cache
             check = getattr(model, "check_bert_feature_cache", None)
             if check is None:
                 raise ValueError(f"--bert-feature-cache: the model {type(model).__name__} does "
