@@ -266,7 +266,8 @@ def report(mode, work, env, steps, start):
                 references_name=f"the raw references (pair/test.{SRC}-{TGT}.{TGT}) in the "
                                 "target vocabulary's basic tokenisation (cased)"),
             "significance": harness.SIGNIFICANCE,
-            "step_time": "1 / median ups of the train_inner lines",
+            "step_time": "1 / median ups of the train_inner lines; BERT-fused's ratio is over "
+                         "the continued baseline's (same start, optimiser and budget)",
             "decode_time": "fairseq-generate's 'Translated ... in S s' of the test split; "
                            "per token: S over the output tokens it reports",
         },

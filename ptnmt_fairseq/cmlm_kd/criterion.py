@@ -28,6 +28,8 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
     label_smoothed_nll_loss,
 )
 
+from ptnmt_fairseq.common.modeling import report_accuracy
+
 
 @dataclass
 class CmlmKdConfig(LabelSmoothedCrossEntropyCriterionConfig):
@@ -83,10 +85,7 @@ class CmlmKdCriterion(LabelSmoothedCrossEntropyCriterion):
                              "--soft-labels DIR (python -m ptnmt_fairseq.cmlm_kd.dump_soft_labels)"
                              " or --kd-alpha 0")
         logging_output["loss"] = loss.data
-        if self.report_accuracy:
-            n_correct, total = self.compute_accuracy(model, net_output, sample)
-            logging_output["n_correct"] = utils.item(n_correct.data)
-            logging_output["total"] = utils.item(total.data)
+        report_accuracy(self, model, net_output, sample, logging_output)
         return loss, sample_size, logging_output
 
     @classmethod

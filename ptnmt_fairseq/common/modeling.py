@@ -55,3 +55,13 @@ def log_parameter_counts(model: torch.nn.Module, name: str, detail: str = "") ->
     logger.info(message)
     print(message, flush=True)
     return message
+
+
+def report_accuracy(criterion, model, net_output, sample, logging_output):
+    """``--report-accuracy`` of fairseq's label-smoothed cross-entropy, for the criterions that
+    extend it with their own ``forward``: adds ``n_correct`` and ``total`` to
+    ``logging_output`` (the parent's ``reduce_metrics`` turns them into ``accuracy``)."""
+    if criterion.report_accuracy:
+        n_correct, total = criterion.compute_accuracy(model, net_output, sample)
+        logging_output["n_correct"] = int(n_correct)
+        logging_output["total"] = int(total)

@@ -15,6 +15,8 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterion, LabelSmoothedCrossEntropyCriterionConfig,
 )
 
+from ptnmt_fairseq.common.modeling import report_accuracy
+
 
 @dataclass
 class CtnmtDistillConfig(LabelSmoothedCrossEntropyCriterionConfig):
@@ -48,10 +50,7 @@ class CtnmtDistillCriterion(LabelSmoothedCrossEntropyCriterion):
             "distill_distance": distance.data * sample_size, "ntokens": sample["ntokens"],
             "nsentences": sample["target"].size(0), "sample_size": sample_size,
         }
-        if self.report_accuracy:
-            n_correct, total = self.compute_accuracy(model, net_output, sample)
-            logging_output["n_correct"] = utils.item(n_correct.data)
-            logging_output["total"] = utils.item(total.data)
+        report_accuracy(self, model, net_output, sample, logging_output)
         return loss, sample_size, logging_output
 
     @classmethod

@@ -108,6 +108,26 @@ def test_rate_zero_gives_bert_exactly_no_update_while_the_nmt_weights_train(bert
                            after["decoder.embed_tokens.weight"])
 
 
+def test_ctnmt_distill_is_eq_5_and_reports_accuracy(bert_nmt_data, berts):
+    from fairseq import criterions
+
+    cfg, task, model = build(bert_nmt_data, berts, "ctnmt_tiny", "--asymptotic-distillation",
+                             "--criterion", "ctnmt_distill", "--distill-alpha", "0.9",
+                             "--label-smoothing", "0.1", "--report-accuracy")
+    criterion = criterions.build_criterion(cfg.criterion, task)
+    task.load_dataset("valid")
+    batch = task.datasets["valid"].collater([task.datasets["valid"][i] for i in range(4)])
+    model.eval()
+    with torch.no_grad():
+        loss, sample_size, log = criterion(model, batch)
+        net_output = model(**batch["net_input"])
+        nmt_loss, _ = criterion.compute_loss(model, net_output, batch)
+    distance = net_output[1]["distill_distance"]
+    assert loss.item() == pytest.approx(0.9 * nmt_loss.item() + 0.1 * distance.item() * sample_size,
+                                        rel=1e-5)
+    assert 0 <= log["n_correct"] <= log["total"] == batch["ntokens"]
+
+
 def test_slanted_rate_sets_bert_group_lr_and_frozen_bert_is_refused(bert_nmt_data, berts):
     cfg, _, model = build(bert_nmt_data, berts, "ctnmt_tiny", "--optimizer", "adam", "--lr",
                           "0.01", "--lr-scheduler", "rate_scheduled", "--warmup-updates", "4",
