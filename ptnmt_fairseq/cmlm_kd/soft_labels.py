@@ -26,7 +26,6 @@ different sentence count, any sentence whose row count differs from its target l
 k smaller than the one asked for.
 """
 import datetime
-import hashlib
 import json
 import os
 import shutil
@@ -35,6 +34,8 @@ from pathlib import Path
 from typing import List, Sequence
 
 import numpy as np
+
+from ptnmt_fairseq.common.fingerprints import binarized_files, file_sha256
 
 FORMAT = "ptnmt-cmlm-soft-labels"
 VERSION = 1
@@ -56,22 +57,6 @@ def circular_masks(length: int, copies: int = COPIES) -> List[np.ndarray]:
     return [positions[positions % copies == i] for i in range(min(length, copies))]
 
 
-def file_sha256(*paths) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def target_files(prefix) -> Sequence[Path]:
-    """The binarised target data ``PREFIX.bin`` and ``PREFIX.idx`` (fairseq-preprocess output,
-    e.g. ``DATA/train.de-en.en``)."""
-    prefix = str(prefix)
-    return Path(prefix + ".bin"), Path(prefix + ".idx")
-
-
 class StoreWriter:
     """A store being written: fill ``ids`` and ``logits`` (num_tokens x k memory maps in a
     staging directory; sentence i's rows start at ``offsets[i]``), then ``commit()`` renames the
@@ -86,12 +71,12 @@ class StoreWriter:
             "format": FORMAT, "version": VERSION, "teacher": str(teacher), "k": int(k),
             "num_sentences": int(len(lengths)), "num_tokens": int(self.offsets[-1]),
             "target_file": str(Path(str(target_prefix)).name),
-            "target_sha256": file_sha256(*target_files(target_prefix)),
+            "target_sha256": file_sha256(*binarized_files(target_prefix)),
             "dictionary_sha256": file_sha256(dictionary_path),
         }
         if source_prefix is not None:  # the teacher read the source too
             self.header["source_file"] = str(Path(str(source_prefix)).name)
-            self.header["source_sha256"] = file_sha256(*target_files(source_prefix))
+            self.header["source_sha256"] = file_sha256(*binarized_files(source_prefix))
         self.directory.parent.mkdir(parents=True, exist_ok=True)
         self.staging = Path(tempfile.mkdtemp(prefix=f".{self.directory.name}.",
                                              dir=self.directory.parent))
@@ -165,14 +150,14 @@ class SoftLabelStore:
         if h.get("format") != FORMAT or h.get("version") != VERSION:
             raise SoftLabelError(f"{header_path}: format {h.get('format')!r} version "
                                  f"{h.get('version')!r}; this code reads {FORMAT!r} {VERSION}")
-        bin_path, _ = target_files(target_prefix)
-        if h["target_sha256"] != file_sha256(*target_files(target_prefix)):
+        bin_path, _ = binarized_files(target_prefix)
+        if h["target_sha256"] != file_sha256(*binarized_files(target_prefix)):
             raise SoftLabelError(
                 f"{header_path}: the labels were computed for another {h['target_file']} than "
                 f"{bin_path} (checksum differs): re-binarised or changed data; dump them again")
         if source_prefix is not None and h.get("source_sha256") != file_sha256(
-                *target_files(source_prefix)):
-            source_bin, _ = target_files(source_prefix)
+                *binarized_files(source_prefix)):
+            source_bin, _ = binarized_files(source_prefix)
             raise SoftLabelError(
                 f"{header_path}: the teacher read another source than {source_bin} "
                 f"({h.get('source_file', 'none recorded')}; checksum differs): dump them again")

@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from fairseq import optim
@@ -47,6 +48,12 @@ def test_dynamic_switch_is_eq_6_and_7_by_hand():
     assert switch(h_lm, h_nmt).flatten().tolist() == pytest.approx(expected)
     assert torch.equal(DynamicSwitch(2, 2, gate=False)(h_lm, h_nmt), h_lm)  # input fusion: g = 1
     assert DynamicSwitch(3, 2)(torch.zeros(1, 1, 3), h_nmt).shape == (1, 1, 2)  # P projects
+    # g is in (0, 1) elementwise, and a bias towards -inf closes the gate: plain NMT states
+    with torch.no_grad():
+        g = torch.sigmoid(switch.w(h_lm) + switch.u(h_nmt))
+        assert ((g > 0) & (g < 1)).all()
+        switch.u.bias.fill_(-1e4)
+    assert torch.equal(switch(h_lm, h_nmt), h_nmt)
 
 
 def test_distillation_distance_by_hand_and_stops_the_teacher_gradient():
@@ -202,6 +209,14 @@ def test_feature_cache_matches_live_bert_and_refuses_stale_data(bert_nmt_data, b
     with torch.no_grad():
         live = model.encoder.bert_features(batch["net_input"]["src_tokens"], task.src_dict.pad())
     assert cached.shape == live[-1].shape and torch.allclose(cached, live[-1], atol=1e-6)
+    # a cache whose sentence lengths differ from the data is refused when the split loads
+    offsets = np.load(cache / "valid.offsets.npy")
+    shifted = offsets.copy()
+    shifted[1] += 1  # sentence 0 one row longer, sentence 1 one shorter
+    np.save(cache / "valid.offsets.npy", shifted)
+    with pytest.raises(ValueError, match=r"valid: sentence 0 has \d+ cached positions but \d+ source"):
+        task.load_dataset("valid")
+    np.save(cache / "valid.offsets.npy", offsets)
     # the same data re-binarised differently, or another BERT: refused, naming the cause
     manifest = json.loads((cache / "manifest.json").read_text())
     manifest["splits"]["valid"]["source"][".bin"] = "0" * 64

@@ -19,7 +19,6 @@ checksum of its weights, and the layers: the task refuses a cache whose data cha
 one whose BERT weights or layers differ, or any cache when BERT is being trained.
 """
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -30,22 +29,16 @@ import numpy as np
 import torch
 from fairseq.data import BaseWrapperDataset
 
+from ptnmt_fairseq.common.fingerprints import binarized_files, file_sha256
+
 logger = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 
 
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def source_fingerprint(data, split, src, tgt) -> dict:
-    """sha256 of the source side's binarised files of ``split``."""
-    prefix = os.path.join(data, f"{split}.{src}-{tgt}.{src}")
-    return {ext: file_sha256(prefix + ext) for ext in (".bin", ".idx")}
+    """sha256 of the source side's binarised files of ``split``, by extension."""
+    files = binarized_files(os.path.join(data, f"{split}.{src}-{tgt}.{src}"))
+    return {path.suffix: file_sha256(path) for path in files}
 
 
 def read_manifest(cache_dir) -> dict:
@@ -60,9 +53,9 @@ class BertFeatureCacheDataset(BaseWrapperDataset):
     """A ``LanguagePairDataset`` whose batches carry cached BERT features of their sources.
 
     ``collater`` adds ``net_input["bert_features"]``: ``{str(layer): B x S x C}`` float32, in the
-    batch's sentence order, zero at padding (sources must be right-padded). A sentence whose
-    source length differs from its cached row count raises a ValueError naming the dataset index
-    and the cache file.
+    batch's sentence order, zero at padding (sources must be right-padded). A split with a
+    sentence whose source length differs from its cached row count is refused when wrapped,
+    with a ValueError naming the first such dataset index and the cache.
     """
 
     def __init__(self, dataset, cache_dir, split, manifest):
@@ -102,13 +95,9 @@ class BertFeatureCacheDataset(BaseWrapperDataset):
         features = {layer: src_tokens.new_zeros(*src_tokens.shape, rows.shape[1],
                                                 dtype=torch.float32)
                     for layer, rows in self.layers.items()}
+        # lengths match the cache: __init__ compared every sentence's
         for row, (index, length) in enumerate(zip(batch["id"].tolist(), lengths)):
             for layer, cached in self.features(index).items():
-                if cached.size(0) != length:
-                    raise ValueError(
-                        f"{self.cache_dir}/{self.split}.layer{layer}.bin: sentence {index} has "
-                        f"{cached.size(0)} cached positions but {length} source tokens; rebuild "
-                        "the cache for this data")
                 features[layer][row, :length] = cached
         batch["net_input"]["bert_features"] = features
         return batch
