@@ -22,3 +22,4 @@ from ptnmt_fairseq import chimera  # noqa: E402,F401
 from ptnmt_fairseq import cmlm_kd  # noqa: E402,F401
 from ptnmt_fairseq import ctnmt  # noqa: E402,F401
 from ptnmt_fairseq import bert_fused  # noqa: E402,F401
+from ptnmt_fairseq import mass  # noqa: E402,F401

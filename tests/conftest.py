@@ -421,3 +421,15 @@ def rewrite_manifest(path, edit):
     rows = [line.split("\t") for line in lines[1:]]
     edit(rows)
     write(path, "\n".join([lines[0]] + ["\t".join(r) for r in rows]) + "\n")
+
+
+@pytest.fixture(scope="session")
+def mass_data(tmp_path_factory, multi_data):
+    """multi_data plus MASS's monolingual text, <split>.mono.{en,de} (the sides of en-de)."""
+    data, dicts = multi_data
+    root = tmp_path_factory.mktemp("mass") / "data"
+    shutil.copytree(data, root)
+    for split in ("train", "valid"):
+        for lang in ("en", "de"):
+            write(root / f"{split}.mono.{lang}", (data / f"{split}.en-de.{lang}").read_text())
+    return root, dicts
