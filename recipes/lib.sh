@@ -309,13 +309,14 @@ decode_multilingual() {  # DATA_DIR MODEL_DIR SRC-TGT N [LABEL]: decode the firs
                          # MODEL_DIR/<subset>.SRC-TGT.gen (subset tN or test) and print its
                          # case-sensitive sacreBLEU (13a) of the detokenised D- lines against the raw
                          # target text of the same lines, DATA_DIR/<subset>.SRC-TGT.TGT (the target
-                         # language token is the decoder's first input)
+                         # language token is the decoder's first input); DECODE_TASK: the task
+                         # (default translation_multi_langtok; MASS checkpoints: mass)
     local data="$1" model="$2" pair="$3" n="$4" label="${5:-}" subset checkpoint
     subset="$(test_subset "$n")"
     checkpoint="$(decoded_checkpoint "$model")"  # its own line: a failed average stops the recipe
     local out="$model/$subset.$pair.gen"
     first_lines_subset "$data" "$n" "$pair"
-    generate_logged "$out" "$data" --task translation_multi_langtok -s "${pair%-*}" -t "${pair#*-}" \
+    generate_logged "$out" "$data" --task "${DECODE_TASK:-translation_multi_langtok}" -s "${pair%-*}" -t "${pair#*-}" \
         --gen-subset "$subset" --path "$checkpoint" --beam "${BEAM:-5}" --max-tokens 4000
     echo -n "$(basename "$model") $pair$label: "
     score "$out" "$data/$subset.$pair.${pair#*-}" --detokenized
