@@ -56,23 +56,30 @@ class MaskedSpanDataset(PairedSizesDataset):
             decoder_input, seed, shuffle, lexicon)
         self.tag = lang_tag_index(dictionary, lang, name, template)
         self.random_ids = replacement_ids(dictionary, mask_idx)
-        self.words, self.word_ids, skipped = [], [], 0
+        # A sentence needs a visible token beside the masked ones: with fewer than two units
+        # (pieces; CSP: words) there is none, so it is left out (microsoft/MASS: min_len 5).
+        self.words, self.word_ids, short = [], [], 0
         for line in lines:
             words = line.split()
-            if not words:
-                skipped += 1
+            word_ids = [np.asarray(pieces.ids((w,)), dtype=np.int64) for w in words]
+            units = len(words) if lexicon is not None else sum(len(p) for p in word_ids)
+            if units < 2 and span_ratio < 1:
+                short += 1
                 continue
             self.words.append(words)
-            self.word_ids.append([np.asarray(pieces.ids((w,)), dtype=np.int64) for w in words])
-        if skipped:
-            logger.info(f"{name}: {skipped} empty lines left out (nothing to mask)")
+            self.word_ids.append(word_ids)
+        if short:
+            logger.info(f"{name}: {short} of {len(lines)} lines left out (under two "
+                        f"{'words' if lexicon is not None else 'tokens'}: nothing would stay "
+                        "visible)")
         if not self.words:
-            raise ValueError(f"{name}: no non-empty line to pre-train on")
+            raise ValueError(f"{name}: no line long enough to pre-train on")
         m = np.array([sum(len(p) for p in ids) for ids in self.word_ids])
         self.src_sizes = m + 2
-        k = np.array([span_length(n, span_ratio) for n in m])
-        self.tgt_sizes = k if decoder_input == "span" else m + 1
-        self.epoch, self.switched, self.fragment_words = 1, 0, 0
+        # Decoder positions reach m whatever the decoder input: the target side's size for
+        # --max-target-positions filtering.
+        self.tgt_sizes = m + 1
+        self.epoch = 1
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -108,10 +115,8 @@ class MaskedSpanDataset(PairedSizesDataset):
         word_ids, words = self.word_ids[index], self.words[index]
         fragment = choose_span(len(words), span_length(len(words), self.span_ratio), rng,
                                start_probs=(0.0, 0.0), contiguous=self.contiguous)
-        switched_ids, switched = code_switch_encoder_input(
+        switched_ids, _ = code_switch_encoder_input(
             word_ids, words, fragment - 1, self.lexicon, rng, self.mask_idx, self.random_ids)
-        self.switched += switched
-        self.fragment_words += len(fragment)
         starts = np.cumsum([1] + [len(p) for p in word_ids])  # index of each word's first piece
         positions = np.concatenate([np.arange(starts[w - 1], starts[w - 1] + len(word_ids[w - 1]))
                                     for w in fragment])
@@ -123,11 +128,6 @@ class MaskedSpanDataset(PairedSizesDataset):
             return 0.0
         found = sum(self.lexicon.entries(w) is not None for words in self.words for w in words)
         return found / sum(len(words) for words in self.words)
-
-    def switch_rate(self):
-        """Fragment words replaced by a translation so far, over fragment words drawn (pitfall:
-        words outside the lexicon silently lower it; the paper's 80% is its ceiling)."""
-        return self.switched / max(self.fragment_words, 1)
 
     def collater(self, samples):
         if not samples:

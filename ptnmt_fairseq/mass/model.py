@@ -80,9 +80,11 @@ class PositionsAndLanguage(nn.Module):
                             positions + self.padding_idx + 1)
         if isinstance(self.positions, LearnedPositionalEmbedding):
             return F.embedding(index, self.positions.weight, self.padding_idx)
-        table = self.positions.get_embedding(int(index.max()) + 1, self.positions.embedding_dim,
-                                             self.padding_idx).to(index.device)
-        return table[index]
+        table = self.positions.weights  # sinusoidal: its precomputed table, extended if short
+        if int(index.max()) >= table.size(0):
+            table = self.positions.get_embedding(int(index.max()) + 1, self.positions.embedding_dim,
+                                                 self.padding_idx)
+        return table.to(index.device)[index]
 
 
 @register_model("mass")
@@ -168,7 +170,8 @@ def mass_base(args):
 @register_model_architecture("mass", "csp_base")
 def csp_base(args):
     """Yang et al., 2020, Sec. 4 (supervised): Transformer base, 6+6 layers, d 512, 8 heads,
-    FFN 2048, dropout 0.1, shared embeddings."""
+    FFN 2048, dropout 0.1, shared embeddings. The rest is MASS's (the paper follows it without
+    saying more): GELU, learned positions, language embeddings."""
     args.dropout = getattr(args, "dropout", 0.1)
     mass_defaults(args)
 

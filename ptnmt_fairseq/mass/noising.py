@@ -24,13 +24,15 @@ DECODER_INPUTS = ("span", "masked", "feed")
 
 
 def span_length(m: int, ratio: float) -> int:
-    """k = round(ratio * m), kept in [1, m]: one span per sentence, from its own length m (the
-    XLM-based code takes one k from the batch's padded length, microsoft/MASS issue #64).
-    ratio 1 gives k = m (a language model, Figure 2b); a ratio below 1/m gives k = 1 (BERT-like
-    masked LM, Figure 2a)."""
+    """k = round(ratio * m), kept in [1, m - 1] so that one token stays visible (ratio 1 gives
+    k = m: a language model, Figure 2b; a ratio below 1/m gives k = 1, a BERT-like masked LM,
+    Figure 2a). From each sentence's own length m (the XLM-based code takes one k from the
+    batch's padded length, microsoft/MASS issue #64)."""
     if m < 1:
         raise ValueError("a sentence needs at least one token to mask")
-    return int(min(max(int(ratio * m + 0.5), 1), m))
+    if ratio >= 1:
+        return m
+    return int(min(max(int(ratio * m + 0.5), 1), max(m - 1, 1)))
 
 
 def choose_span(m: int, k: int, rng: np.random.Generator,

@@ -81,6 +81,8 @@ class MassTask(MultiLangTokTask):
             dictionary.add_symbol(MASK_SYMBOL)  # before WordPieceCache and the model read it
         super().__init__(cfg, dictionary, spm)
         self.mask_idx = dictionary.index(MASK_SYMBOL)
+        if len(set(self.mono_langs)) != len(self.mono_langs):
+            raise ValueError(f"--mono-langs {cfg.mono_langs}: a language is given twice")
         if cfg.mono_objective == "back_translation" and self.mono_langs:
             if len(self.mono_langs) != 2:
                 raise ValueError(f"--mono-objective back_translation translates between two "
@@ -89,6 +91,8 @@ class MassTask(MultiLangTokTask):
                 raise ValueError("--mono-objective back_translation validates on parallel text: "
                                  "give --lang-pairs (e.g. en-de,de-en) for the valid split")
         if cfg.mono_objective == "csp":
+            if cfg.csp_top_k < 1:
+                raise ValueError(f"--csp-top-k {cfg.csp_top_k}: keep at least one translation")
             for lang in self.mono_langs:
                 if not self.ras.target_languages(lang):
                     raise ValueError(f"--mono-langs {lang}: no dictionary in --ras-dicts starts "
@@ -128,7 +132,11 @@ class MassTask(MultiLangTokTask):
                 template=self.cfg.lang_tok_template, seed=self.cfg.seed, shuffle=training)
         lexicon = None
         if self.cfg.mono_objective == "csp":
-            other = self.ras.target_languages(lang)[0]
+            others = self.ras.target_languages(lang)
+            other = others[0]
+            if len(others) > 1:
+                logger.warning(f"CSP switches {lang} into {other} only: --ras-dicts also has "
+                               f"{lang}->{', '.join(others[1:])}, unused (CSP is bilingual)")
             lexicon = CodeSwitchLexicon(self.ras.lookup[lang][other], self.cfg.csp_top_k,
                                         encode=lambda w: self.pieces.ids((w,)))
         dataset = MaskedSpanDataset(
@@ -163,7 +171,8 @@ class MassTask(MultiLangTokTask):
         tags = [lang_tag_index(self.dictionary, lang, "--mono-langs",
                                self.cfg.lang_tok_template) for lang in self.mono_langs]
         other = {tags[0]: tags[1], tags[1]: tags[0]}
-        strip = torch.tensor(sorted(tag_ids(self.dictionary)))
+        # An undertrained model may write tags or [M]; neither belongs in the synthetic source.
+        strip = torch.tensor(sorted(tag_ids(self.dictionary) | {self.mask_idx}))
         sources, targets, ids = [], [], []
         was_training = module.training
         module.eval()

@@ -47,7 +47,9 @@
 #   ARCH_ARGS="..."           model (default: --arch mass_tiny, 3+3 pre-norm layers, d256)
 #   MAX_UPDATE_PRE, MAX_UPDATE_FT, MAX_UPDATE_BT   updates (default 600, 300, 200)
 #   MINUTES_PRE, MINUTES_FT, MINUTES_BT            wall-clock budgets instead (whichever ends first);
-#                             MINUTES_CSP caps csp's equal-update run (default MINUTES_PRE)
+#                             csp runs the updates mass reached, with no time limit unless
+#                             MINUTES_CSP is given (its steps cost more: code-switching, longer
+#                             sources)
 #   LR_PRE, LR_FT             peak learning rates (default 2e-3, 1e-3; inverse_sqrt), WARMUP_PRE,
 #                             WARMUP_FT (a tenth of the updates); LR_BT back-translation's
 #                             constant rate (default 1e-4, the paper's)
@@ -59,7 +61,7 @@
 #   Adam lr 1e-4, 3000 tokens x 8 V100; unsupervised fine-tuning by back-translation only, Adam
 #   lr 1e-4, 2000 tokens per GPU; low-resource: 10k/100k/1M pairs, 20k steps at lr 1e-4. e.g.
 #     ARCH_ARGS="--arch mass_base" VOCAB_SIZE=60000 MAX_TOKENS=3000 LR_PRE=1e-4 LR_FT=1e-4
-#     MAX_UPDATE_FT=20000 LR_BT=1e-4 MAX_TOKENS=2000
+#     MAX_UPDATE_FT=20000 LR_BT=1e-4   (the paper's back-translation batches: 2000 tokens)
 #   Reported (Table 2, newstest2016 en-de / de-en, multi-bleu): unsupervised 28.3 / 35.2.
 #   CSP (Sec. 4): News Crawl 50M each, joint BPE 32k, lower-cased, a vecmap lexicon (top 3);
 #   --arch csp_unsupervised (4+4) or csp_base (6+6), Adam lr 5e-4; unsupervised en-de / de-en
@@ -133,7 +135,7 @@ step_csp() {
     local updates="$max_update_pre"
     [ -f "$work/mass/checkpoint_last.pt" ] && updates="$(updates_of "$work/mass")"
     echo "-- csp: $updates updates (as mass)"
-    pretrain csp "$updates" "${MINUTES_CSP:-${MINUTES_PRE:-}}" --mono-objective csp --ras-dicts "$dicts/en-de.txt,$dicts/de-en.txt" \
+    pretrain csp "$updates" "${MINUTES_CSP:-}" --mono-objective csp --ras-dicts "$dicts/en-de.txt,$dicts/de-en.txt" \
         --csp-top-k "${CSP_TOP_K:-3}"
 }
 step_lowres() {

@@ -21,6 +21,7 @@ SMALL = ["--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim"
 def test_span_length_is_per_sentence_and_bounded():
     assert [span_length(m, 0.5) for m in (1, 2, 3, 4, 60)] == [1, 1, 2, 2, 30]
     assert span_length(7, 1.0) == 7 and span_length(7, 0.01) == 1
+    assert span_length(2, 0.9) == 1 and span_length(10, 0.99) == 9  # one token stays visible
     with pytest.raises(ValueError):
         span_length(0, 0.5)
 
@@ -147,23 +148,34 @@ def test_loss_covers_the_span_only(task_and_model):
     from omegaconf import OmegaConf
 
     dataset = task.datasets["train"].datasets[0]
-    for decoder_input in ("span", "masked"):
-        dataset.decoder_input = decoder_input
-        batch = dataset.collater([dataset[i] for i in range(4)])
-        criterion = criterions.build_criterion(OmegaConf.create(
-            {"_name": "label_smoothed_cross_entropy", "label_smoothing": 0.0,
-             "sentence_avg": False, "ignore_prefix_size": 0, "report_accuracy": False}), task)
-        model.eval()
-        loss, sample_size, _ = criterion(model, batch)
-        lprobs = model.get_normalized_probs(model(**batch["net_input"]), log_probs=True)
-        target = batch["target"]
-        keep = target.ne(task.dictionary.pad())
-        by_hand = -lprobs.gather(-1, target.unsqueeze(-1))[..., 0][keep].sum()
-        assert torch.allclose(loss, by_hand, atol=1e-4)
-        spans = sum(len(dataset[i]["positions"]) if decoder_input == "span"
-                    else int(dataset[i]["target"].ne(1).sum()) for i in range(4))
-        assert sample_size == spans == int(keep.sum())
-    dataset.decoder_input = "span"
+    criterion = criterions.build_criterion(OmegaConf.create(
+        {"_name": "label_smoothed_cross_entropy", "label_smoothing": 0.0, "sentence_avg": False,
+         "ignore_prefix_size": 0, "report_accuracy": False}), task)
+    model.eval()
+    try:
+        for decoder_input in ("span", "masked"):
+            dataset.decoder_input = decoder_input
+            items = [dataset[i] for i in range(4)]
+            batch = dataset.collater(items)
+            loss, sample_size, _ = criterion(model, batch)
+            lprobs = model.get_normalized_probs(model(**batch["net_input"]), log_probs=True)
+            spans = [choose_span_of(dataset, i) for i in range(4)]
+            by_hand = 0.0
+            for row, span in enumerate(spans):
+                steps = (torch.arange(len(span)) if decoder_input == "span"
+                         else torch.as_tensor(span) - 1)
+                tokens = torch.from_numpy(dataset.tokens(row))[span]
+                by_hand -= lprobs[row, steps, tokens].sum()
+            assert torch.allclose(loss, by_hand, atol=1e-4)
+            assert sample_size == sum(len(span) for span in spans)
+    finally:
+        dataset.decoder_input = "span"
+
+
+def choose_span_of(dataset, index):
+    """The masked positions of item ``index``, drawn again from its own random generator."""
+    m = len(dataset.tokens(index)) - 2
+    return choose_span(m, span_length(m, dataset.span_ratio), dataset.rng(index)).tolist()
 
 
 def test_decoder_positions_and_language_change_the_output(task_and_model):
@@ -177,17 +189,49 @@ def test_decoder_positions_and_language_change_the_output(task_and_model):
                                                     net["decoder_positions"] + 1,
                                                     net["decoder_positions"]))
     assert not torch.allclose(out, model(**moved)[0])
-    # Generation and fine-tuning: the decoder's language is its first input's tag.
-    src = net["src_tokens"]
-    en, de = (task.dictionary.index(t) for t in ("LANG_TOK_EN", "LANG_TOK_DE"))
-    prev = torch.full((src.size(0), 1), en)
-    to_en = model(src, net["src_lengths"], prev)[0]
-    to_de = model(src, net["src_lengths"], torch.full_like(prev, de))[0]
-    assert not torch.allclose(to_en, to_de)
-    embed = model.decoder.embed_positions
-    assert embed.languages is model.encoder.embed_positions.languages
+    # Pre-training: the decoder's language is the source's (read from its first token).
+    seen = []
+    explicit = model.decoder.embed_positions.explicit
+    model.decoder.embed_positions.explicit = lambda p, language: (seen.append(language),
+                                                                  explicit(p, language))[1]
+    try:
+        model(**net)
+    finally:
+        model.decoder.embed_positions.explicit = explicit
+    lang_of = model.encoder.embed_positions.lang_of_token
+    assert torch.equal(seen[0], lang_of[net["src_tokens"][:, 0]])
+    # Generation and fine-tuning: the decoder's language is its first input's tag, and its
+    # embedding is added at every step (zeroing the table changes every output).
+    src, lengths = net["src_tokens"], net["src_lengths"]
+    prev = torch.full((src.size(0), 3), task.dictionary.index("LANG_TOK_DE"))
+    prev[:, 1:] = src[:, 1:3]
+    with_languages = model(src, lengths, prev)[0]
+    languages = model.decoder.embed_positions.languages.weight
+    saved = languages.detach().clone()
+    with torch.no_grad():
+        languages.zero_()
+    try:
+        without = model(src, lengths, prev)[0]
+    finally:
+        with torch.no_grad():
+            languages.copy_(saved)
+    assert not torch.allclose(with_languages[:, 1:], without[:, 1:])
+    assert model.decoder.embed_positions.languages is model.encoder.embed_positions.languages
     with pytest.raises(ValueError, match="must start with a language token"):
-        model(src[:, 1:], net["src_lengths"] - 1, prev)
+        model(src[:, 1:], lengths - 1, prev)
+
+
+def test_explicit_positions_match_fairseqs_sinusoidal_numbering():
+    from fairseq.modules import SinusoidalPositionalEmbedding
+    from ptnmt_fairseq.mass.model import PositionsAndLanguage
+
+    sinusoidal = SinusoidalPositionalEmbedding(8, padding_idx=1, init_size=4)
+    wrapper = PositionsAndLanguage(sinusoidal, None, torch.full((10,), -1), 1, None, "decoder")
+    tokens = torch.tensor([[5, 6, 7, 8, 9, 5, 6]])  # longer than the precomputed table
+    positions = torch.arange(7)[None]
+    assert torch.allclose(wrapper.lookup(positions), sinusoidal(tokens))
+    padded = wrapper.lookup(torch.tensor([[0, -1]]))
+    assert torch.equal(padded[0, 1], torch.zeros(8))
 
 
 def test_code_switching_replaces_fragment_words_in_the_lexicon_at_80_10_10():
@@ -223,8 +267,8 @@ def test_code_switching_replaces_fragment_words_in_the_lexicon_at_80_10_10():
 def test_back_translation_pairs_run_the_other_way_without_gradient(mass_data):
     task, model = mass_model(mass_data[0], "--mono-langs", "en,de", "--mono-objective",
                              "back_translation", "--lang-pairs", "en-de,de-en")
-    en_corpus = task.datasets["train"].datasets[0]
-    sample = en_corpus.collater([en_corpus[i] for i in range(4)])
+    en_corpus, de_corpus = task.datasets["train"].datasets
+    sample = en_corpus.collater([en_corpus[0], de_corpus[1], en_corpus[2], de_corpus[3]])
     seen = []
     forward = model.decoder.forward
 
@@ -238,9 +282,30 @@ def test_back_translation_pairs_run_the_other_way_without_gradient(mass_data):
     assert seen and all(not grad and not training for grad, training in seen)
     assert model.training
     en, de = (task.dictionary.index(t) for t in ("LANG_TOK_EN", "LANG_TOK_DE"))
-    assert pairs["net_input"]["src_tokens"][:, 0].eq(de).all()  # y' in German ...
-    assert pairs["net_input"]["prev_output_tokens"][:, 0].eq(en).all()  # ... back to English
-    order = {int(i): row for row, i in enumerate(sample["id"])}
-    for row, i in enumerate(pairs["id"].tolist()):
-        assert torch.equal(pairs["target"][row], sample["target"][order[i]])
-    assert not pairs["net_input"]["src_tokens"].requires_grad
+    assert len(seen) > 2  # one generation per language, several decoder steps
+    sources = pairs["net_input"]["src_tokens"][:, 0].tolist()
+    outputs = pairs["net_input"]["prev_output_tokens"][:, 0].tolist()
+    assert sorted(zip(sources, outputs)) == sorted([(de, en), (en, de)] * 2)
+    for row in range(4):  # the target is the original sentence, in the decoder's language
+        original = [i for i, s in enumerate(sample["net_input"]["src_tokens"][:, 0].tolist())
+                    if s == outputs[row] and torch.equal(
+                        sample["target"][i][sample["target"][i].ne(1)],
+                        pairs["target"][row][pairs["target"][row].ne(1)])]
+        assert original, f"pair {row}: its target is none of the batch's sentences"
+
+
+def test_random_replacements_and_fine_tuning_batches(mass_data, task_and_model):
+    """Random tokens are never specials, tags or [M]; fine-tuning batches carry no span logic."""
+    from ptnmt_fairseq.mass.dataset import replacement_ids
+
+    task, _ = task_and_model
+    ids = set(replacement_ids(task.dictionary, task.mask_idx).tolist())
+    tags = {task.dictionary.index(t) for t in ("LANG_TOK_EN", "LANG_TOK_DE", "LANG_TOK_FR")}
+    assert not ids & (tags | {task.mask_idx, *range(task.dictionary.nspecial)})
+    assert len(ids) == len(task.dictionary) - task.dictionary.nspecial - len(tags) - 1
+    translation, _ = mass_model(mass_data[0], "--lang-pairs", "en-de")
+    pairs = translation.datasets["train"]
+    batch = pairs.collater([pairs[i] for i in range(3)])
+    assert "decoder_positions" not in batch["net_input"]
+    assert batch["net_input"]["prev_output_tokens"][:, 0].eq(
+        translation.dictionary.index("LANG_TOK_DE")).all()
