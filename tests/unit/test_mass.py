@@ -1,6 +1,8 @@
 """MASS and CSP by hand: span length and placement, the encoder's 80/10/10 noise, the decoder's
 inputs, targets and positions, the loss on the span only, k = 1 and k = m, language embeddings,
 CSP's code-switching rates, and on-the-fly back-translation (direction, eval mode, no gradient)."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -309,3 +311,21 @@ def test_random_replacements_and_fine_tuning_batches(mass_data, task_and_model):
     assert "decoder_positions" not in batch["net_input"]
     assert batch["net_input"]["prev_output_tokens"][:, 0].eq(
         translation.dictionary.index("LANG_TOK_DE")).all()
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--mono-objective", "csp", "--ras-dicts", "{dicts}/en-de.txt"],
+     "--mono-langs de: no dictionary in --ras-dicts starts with de"),
+    (["--mono-objective", "csp", "--ras-dicts", "{dicts}/en-de.txt,{dicts}/de-en.txt",
+      "--csp-top-k", "0"], "--csp-top-k 0: keep at least one translation"),
+    (["--mono-objective", "back_translation"], "give --lang-pairs"),
+    (["--span-ratio", "0"], "--span-ratio 0.0: k/m must be in"),
+])
+def test_bad_options_are_refused_by_name(mass_data, options, message):
+    data, dicts = mass_data
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build_task([data, "--user-dir", PLUGIN, "--task", "mass", "--arch", "mass_tiny", "--cpu",
+                    "--mono-langs", "en,de", *[o.format(dicts=dicts) for o in options]])
+    with pytest.raises(ValueError, match="a language is given twice"):
+        build_task([data, "--user-dir", PLUGIN, "--task", "mass", "--arch", "mass_tiny", "--cpu",
+                    "--mono-langs", "en,en"])
