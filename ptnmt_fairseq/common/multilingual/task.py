@@ -1,5 +1,5 @@
 """``translation_multi_langtok``: many-to-many translation with language tokens (mRASP, mRASP2,
-LaSS, and later CSP).
+LaSS, and MASS/CSP in ``mass/task.py``).
 
 DATA holds a joint sentencepiece model (``spm.model``), its fairseq dictionary (``dict.txt``,
 with a language token per language) and raw text per direction, ``<split>.<src>-<tgt>.<lang>``
