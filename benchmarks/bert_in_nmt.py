@@ -112,11 +112,6 @@ def decode_timing(log_path):
     return (float(found[-1][1]), int(found[-1][0].replace(",", ""))) if found else (None, None)
 
 
-def valid_nll_curve(log_text):
-    return [(int(v["num_updates"]), v["nll_loss"]) for v in harness.epoch_lines(log_text, "valid")
-            if "nll_loss" in v]
-
-
 def keep_equal_time_baseline(work):
     """The baseline as it stands at the CTNMT systems' budget: its best checkpoint and log so
     far, copied before the same run goes on to the main budget."""
@@ -278,7 +273,7 @@ def report(mode, work, env, steps, start):
         "decoded_tokens": decoded_tokens,
         "training": training,
         "updates": {name: training[name]["updates"] for name in [*TRAINED, EQUAL_TIME]},
-        "valid_nll_curve": {name: valid_nll_curve(logs[name])
+        "valid_nll_curve": {name: harness.valid_nll_curve(logs[name])
                             for name in ["baseline", *CTNMT_SYSTEMS, "bert_fused", "continued"]},
         "step_wall_s": harness.wall_seconds(steps),
     }

@@ -108,12 +108,6 @@ def bleu_by_length(hyps, refs):
     return result
 
 
-def valid_nll_curve(log_text):
-    """[(updates, valid nll_loss in bits per token)] of every validation in a fairseq-train log."""
-    return [(int(v["num_updates"]), v["nll_loss"]) for v in harness.epoch_lines(log_text, "valid")
-            if "nll_loss" in v]
-
-
 def train_stats(log_text):
     inner = harness.inner_lines(log_text)
     epochs = harness.epoch_lines(log_text)
@@ -228,7 +222,7 @@ def main():
             hyps["baseline"], hyps["student"], refs, tokenize="none")},
         "bleu_by_reference_length": bleu_by_length(hyps, refs),
         "teacher": teacher,
-        "valid_nll_curve": {name: valid_nll_curve(text) for name, text in logs.items()},
+        "valid_nll_curve": {name: harness.valid_nll_curve(text) for name, text in logs.items()},
         "training": training,
         "step_wall_s": harness.wall_seconds(steps),
     }

@@ -157,6 +157,12 @@ def done_training_seconds(log_text):
     return float(done[-1]) if done else None
 
 
+def valid_nll_curve(log_text):
+    """[(updates, valid nll_loss in bits per token)] of every validation in a fairseq-train log."""
+    return [(int(v["num_updates"]), v["nll_loss"]) for v in epoch_lines(log_text, "valid")
+            if "nll_loss" in v]
+
+
 def count_lines(path):
     with open(path, encoding="utf-8") as f:
         return sum(1 for _ in f)

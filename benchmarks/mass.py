@@ -121,11 +121,6 @@ def train_stats(log_text):
             "done_training_s": harness.done_training_seconds(log_text)}
 
 
-def valid_nll_curve(log_text):
-    return [(int(v["num_updates"]), v["nll_loss"]) for v in harness.epoch_lines(log_text, "valid")
-            if "nll_loss" in v]
-
-
 def report(mode, work, env, steps, start, trained):
     data = work / "data"
     n = env["MAX_EVAL"]
@@ -213,7 +208,7 @@ def report(mode, work, env, steps, start, trained):
         "significance": significance,
         "training": training,
         "updates": {system: training[system]["updates"] for system in trained},
-        "valid_nll_curve": {system: valid_nll_curve(logs[system])
+        "valid_nll_curve": {system: harness.valid_nll_curve(logs[system])
                             for system in [*systems(env), "full_scratch", "unsup_mass"]},
         "step_wall_s": harness.wall_seconds(steps),
     }
