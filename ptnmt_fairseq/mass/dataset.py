@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from fairseq.data import data_utils
 
-from ptnmt_fairseq.common.language_tokens import lang_tag_index, tag_ids
+from ptnmt_fairseq.common.language_tokens import collate_tagged, lang_tag_index, tag_ids
 from ptnmt_fairseq.common.multilingual.dataset import MRASP_LANG_TOK
 from ptnmt_fairseq.common.paired_sizes import PairedSizesDataset
 from ptnmt_fairseq.mass.noising import (
@@ -133,19 +133,10 @@ class MaskedSpanDataset(PairedSizesDataset):
         if not samples:
             return {}
         pad = self.dictionary.pad()
-        sources = [s["source"] for s in samples]
         target = data_utils.collate_tokens([s["target"] for s in samples], pad)
-        return {
-            "id": torch.tensor([s["id"] for s in samples]),
-            "nsentences": len(samples),
-            "ntokens": int(target.ne(pad).sum()),
-            "net_input": {
-                "src_tokens": data_utils.collate_tokens(sources, pad),
-                "src_lengths": torch.tensor([len(s) for s in sources]),
-                "prev_output_tokens": data_utils.collate_tokens(
-                    [s["prev_output_tokens"] for s in samples], pad),
-                "decoder_positions": data_utils.collate_tokens(
-                    [s["positions"] for s in samples], POSITION_PAD),
-            },
-            "target": target,
-        }
+        batch = collate_tagged(samples, pad, data_utils.collate_tokens(
+            [s["prev_output_tokens"] for s in samples], pad), ntokens=int(target.ne(pad).sum()))
+        batch["net_input"]["decoder_positions"] = data_utils.collate_tokens(
+            [s["positions"] for s in samples], POSITION_PAD)
+        batch["target"] = target
+        return batch

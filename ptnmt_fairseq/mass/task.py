@@ -90,6 +90,11 @@ class MassTask(MultiLangTokTask):
             if not self.lang_pairs:
                 raise ValueError("--mono-objective back_translation validates on parallel text: "
                                  "give --lang-pairs (e.g. en-de,de-en) for the valid split")
+            a, b = (lang_tag_index(dictionary, lang, "--mono-langs", cfg.lang_tok_template)
+                    for lang in self.mono_langs)
+            self.bt_other_language = {a: b, b: a}
+            # An undertrained model may write tags or [M]; neither belongs in a synthetic source.
+            self.bt_stripped = torch.tensor(sorted(tag_ids(dictionary) | {self.mask_idx}))
         if cfg.mono_objective == "csp":
             if cfg.csp_top_k < 1:
                 raise ValueError(f"--csp-top-k {cfg.csp_top_k}: keep at least one translation")
@@ -168,11 +173,7 @@ class MassTask(MultiLangTokTask):
             module = module.module
         src = sample["net_input"]["src_tokens"]
         pad = self.dictionary.pad()
-        tags = [lang_tag_index(self.dictionary, lang, "--mono-langs",
-                               self.cfg.lang_tok_template) for lang in self.mono_langs]
-        other = {tags[0]: tags[1], tags[1]: tags[0]}
-        # An undertrained model may write tags or [M]; neither belongs in the synthetic source.
-        strip = torch.tensor(sorted(tag_ids(self.dictionary) | {self.mask_idx}))
+        other, strip = self.bt_other_language, self.bt_stripped
         sources, targets, ids = [], [], []
         was_training = module.training
         module.eval()
